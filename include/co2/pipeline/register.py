@@ -1,0 +1,95 @@
+"""Step 6: register the winner, and point the production alias at it if the comparison said so.
+
+Every winner becomes a version of the registered model, tagged with what a human needs to trust
+it (metrics on the shared test split, data lineage, validation status, the promotion decision).
+Only a promoted version moves the alias `production` (and, for clients that still read stages,
+the legacy stage `Production`, archiving the previous one). A run that does not promote leaves
+production exactly as it was.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from co2.files import read_json
+from co2.logs import get_logger
+from co2.mlflow_utils import current_production, mlflow_client
+from co2.settings import Settings
+
+log = get_logger("co2.register")
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    alias: str
+    production_version: str | None
+    previous_production_version: str | None
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def register(
+    comparison: dict[str, Any], lineage_path: Path, settings: Settings, *, extra_tags: dict[str, str] | None = None
+) -> RegisterResult:
+    import mlflow
+
+    client = mlflow_client(settings)
+    winner = comparison["winner"]
+    lineage = read_json(lineage_path)
+    previous = current_production(client, settings)
+    metrics = {k: float(winner[k]) for k in ("mae_g_km", "rmse_g_km", "r2")}
+    tags = {
+        "co2.candidate": winner["name"],
+        "co2.family": winner["family"],
+        "co2.with_make": str(winner["with_make"]).lower(),
+        "co2.mae_g_km": f"{metrics['mae_g_km']:.4f}",
+        "co2.rmse_g_km": f"{metrics['rmse_g_km']:.4f}",
+        "co2.r2": f"{metrics['r2']:.5f}",
+        "co2.raw_sha256": lineage["raw_sha256"],
+        "co2.train_sha256": lineage["train"]["sha256"],
+        "co2.test_sha256": lineage["test"]["sha256"],
+        "co2.years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
+        "co2.source_url": str(lineage.get("raw_metadata", {}).get("source_url", "")),
+        "co2.validation": "passed",
+        "co2.promoted": str(comparison["promote"]).lower(),
+        "co2.decision": comparison["reason"][:5000],
+        "co2.run_id": winner["run_id"],
+        **(extra_tags or {}),
+    }
+    version = mlflow.register_model(winner["model_uri"], settings.model_name, tags=tags)
+    client.update_model_version(
+        settings.model_name,
+        version.version,
+        description=f"{winner['name']}: MAE {metrics['mae_g_km']:.3f} g/km, RMSE {metrics['rmse_g_km']:.3f} g/km, "
+        f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison['reason']}",
+    )
+    promoted = bool(comparison["promote"])
+    if promoted:
+        client.set_registered_model_alias(settings.model_name, settings.model_alias, version.version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; kept for old clients
+            client.transition_model_version_stage(
+                settings.model_name, version.version, "Production", archive_existing_versions=True
+            )
+    production = version.version if promoted else (previous.version if previous is not None else None)
+    result = RegisterResult(
+        model_name=settings.model_name,
+        version=str(version.version),
+        promoted=promoted,
+        reason=comparison["reason"],
+        alias=settings.model_alias,
+        production_version=str(production) if production is not None else None,
+        previous_production_version=str(previous.version) if previous is not None else None,
+        metrics=metrics,
+    )
+    log.info("register_finished", **{k: v for k, v in result.to_dict().items() if k != "metrics"}, **metrics)
+    return result

@@ -1,0 +1,108 @@
+"""Step 4: train one model family, with and without the make, and log each candidate to MLflow.
+
+Every candidate is scored on the same test split and logged with its parameters, metrics,
+signature, input example, the lineage of its data (sha256 of raw and processed files) and the
+model code it needs, so that any MLflow client can load it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from co2 import columns as col
+from co2.evaluation import evaluate
+from co2.files import read_json
+from co2.logs import get_logger
+from co2.mlflow_utils import log_model, mlflow_client
+from co2.model import FAMILIES, build_model, supports_sample_weight
+from co2.settings import Settings
+
+log = get_logger("co2.train")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    family: str
+    with_make: bool
+    run_id: str
+    model_uri: str
+    mae_g_km: float
+    rmse_g_km: float
+    r2: float
+    train_seconds: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}{'_with_make' if self.with_make else ''}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
+
+
+def train_family(
+    family: str,
+    lineage_path: Path,
+    settings: Settings,
+    *,
+    run_tags: dict[str, str] | None = None,
+) -> list[Candidate]:
+    """Fit the family with and without the make, score both on the test split, log both runs."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    import mlflow
+
+    lineage = read_json(lineage_path)
+    train = pd.read_parquet(lineage["train"]["path"])
+    test = pd.read_parquet(lineage["test"]["path"])
+    mlflow_client(settings)  # points mlflow at the tracking server, fails clearly if it is down
+    experiment = mlflow.set_experiment(settings.experiment_name)
+    candidates = []
+    for with_make in (False, True):
+        name = f"{family}{'_with_make' if with_make else ''}"
+        model = build_model(family, with_make, settings.random_seed)
+        weights = train[col.REGISTRATIONS] if supports_sample_weight(family) else None
+        log.info("train_started", candidate=name, train_rows=len(train))
+        started = time.perf_counter()
+        model.fit(train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], sample_weight=weights)
+        seconds = time.perf_counter() - started
+        metrics = evaluate(model, test)
+        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
+            mlflow.set_tags(
+                {
+                    "co2.family": family,
+                    "co2.with_make": str(with_make).lower(),
+                    "co2.raw_sha256": lineage["raw_sha256"],
+                    "co2.train_sha256": lineage["train"]["sha256"],
+                    "co2.test_sha256": lineage["test"]["sha256"],
+                    **(run_tags or {}),
+                }
+            )
+            mlflow.log_params(
+                {
+                    "family": family,
+                    "with_make": with_make,
+                    "train_rows": len(train),
+                    "train_registrations": int(train[col.REGISTRATIONS].sum()),
+                    "test_rows": len(test),
+                    "weighted_by_registrations": weights is not None,
+                    "years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
+                    **{f"regressor__{k}": v for k, v in _regressor_params(model).items()},
+                }
+            )
+            mlflow.log_metrics({**metrics, "train_seconds": seconds})
+            mlflow.log_dict(lineage, "lineage.json")
+            model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
+        candidate = Candidate(family, with_make, run.info.run_id, model_uri, **metrics, train_seconds=round(seconds, 2))
+        log.info("train_finished", candidate=name, run_id=run.info.run_id, seconds=round(seconds, 1), **metrics)
+        candidates.append(candidate)
+    return candidates
+
+
+def _regressor_params(model: Any) -> dict[str, Any]:
+    regressor = model.regressor.steps[-1][1]
+    return {k: v for k, v in regressor.get_params().items() if isinstance(v, (int, float, str, bool)) or v is None}

@@ -1,0 +1,105 @@
+"""The one settings object of the platform, read from the environment (see `.env.example`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LIVE_DISCODATA_URL = "https://discodata.eea.europa.eu"
+
+# Table names change with every EEA release (P provisional, F final), so they are
+# configuration, not code. Override with CO2_EEA_TABLES='{"2021": "co2cars_2021Pv23", ...}'.
+DEFAULT_EEA_TABLES: dict[int, str] = {
+    2021: "co2cars_2021Pv23",
+    2022: "co2cars_2022Pv25",
+    2023: "co2cars_2023Fv28",
+    2024: "co2cars_2024Pv29",
+    2025: "co2cars_2025Pv31",
+}
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline, the emulator and the prediction service read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CO2_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    mlflow_tracking_uri: str = Field(
+        default="http://127.0.0.1:5000",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "CO2_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server and model registry.",
+    )
+    discodata_url: str = Field(
+        default=LIVE_DISCODATA_URL,
+        description="Base URL of the EEA discodata SQL service (or of the local emulator).",
+    )
+    eea_tables: dict[int, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EEA_TABLES),
+        description="EEA table name per registration year, in [CO2Emission].[latest].",
+    )
+    years: list[int] = Field(default=[2021], description="Registration years a run trains on.")
+    data_dir: Path = Field(default=Path("data"), description="Raw snapshots, processed splits, reports.")
+    model_name: str = "co2-emissions"
+    model_alias: str = "production"
+    experiment_name: str = "co2-emissions"
+
+    # discodata client
+    page_size: int = Field(default=50_000, ge=1, le=100_000)
+    http_timeout_seconds: float = Field(default=120.0, gt=0)
+    http_retries: int = Field(default=5, ge=0)
+    http_backoff_seconds: float = Field(default=2.0, ge=0)
+
+    # validation and training
+    min_rows: int = Field(default=1_000, ge=1, description="Fewest configurations a snapshot may have.")
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_salt: str = Field(default="co2", description="Salt of the configuration hash that splits train/test.")
+    random_seed: int = 42
+    min_improvement_g_km: float = Field(
+        default=0.01, ge=0, description="MAE gain a challenger needs over production to be promoted."
+    )
+
+    # prediction service
+    poll_seconds: float = Field(default=30.0, gt=0)
+    api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty: open.")
+
+    @field_validator("discodata_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def table_for(self, year: int) -> str:
+        """The discodata table of one registration year, or a clear error naming the setting."""
+        try:
+            return self.eea_tables[year]
+        except KeyError:
+            known = ", ".join(str(y) for y in sorted(self.eea_tables))
+            raise ValueError(
+                f"no EEA table configured for year {year} (known years: {known}); "
+                f'add it to CO2_EEA_TABLES, e.g. CO2_EEA_TABLES=\'{{"{year}": "co2cars_{year}Pv.."}}\''
+            ) from None
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing the environment."""
+    return Settings()

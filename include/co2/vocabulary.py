@@ -1,0 +1,96 @@
+"""The EEA's words, normalised: fuel types in either case, and one spelling per make.
+
+Shared by preprocessing and by the model itself, so that a client sending `VW` or `PETROL`
+gets the same answer as one sending `VOLKSWAGEN` or `petrol`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import numpy as np
+import pandas as pd
+
+FUEL_TYPES: tuple[str, ...] = (
+    "petrol",
+    "diesel",
+    "petrol/electric",
+    "diesel/electric",
+    "electric",
+    "lpg",
+    "ng",
+    "ng-biomethane",
+    "e85",
+    "hydrogen",
+    "unknown",
+)
+# WLTP CO2 of these is 0 g/km by definition: no regressor is asked about them.
+ZERO_EMISSION_FUEL_TYPES: frozenset[str] = frozenset({"electric", "hydrogen"})
+HYBRID_FUEL_TYPES: frozenset[str] = frozenset({"petrol/electric", "diesel/electric"})
+
+# g CO2 per km for 1 l/100 km (per kg/100 km for gas): the carbon in a litre of each fuel.
+# Petrol and diesel are what the 2021 EEA data shows for WLTP (median Ewltp/Fc); LPG, NG and
+# E85 follow from their carbon content relative to petrol.
+CO2_PER_FUEL_LITRE_G_KM: dict[str, float] = {
+    "petrol": 22.7,
+    "diesel": 26.3,
+    "lpg": 16.4,
+    "ng": 27.2,
+    "ng-biomethane": 27.2,
+    "e85": 16.0,
+    "petrol/electric": 22.7,
+    "diesel/electric": 26.3,
+}
+
+# Spellings seen in the EEA data for the same make (after upper-casing, accent and
+# punctuation folding).
+MAKE_ALIASES: dict[str, str] = {
+    "VW": "VOLKSWAGEN",
+    "VOLKSWAGEN VW": "VOLKSWAGEN",
+    "VOLKSWAGEN AG": "VOLKSWAGEN",
+    "KODA": "SKODA",
+    "MERCEDES": "MERCEDES-BENZ",
+    "MERCEDES BENZ": "MERCEDES-BENZ",
+    "MERCEDES-AMG": "MERCEDES-BENZ",
+    "BMW I": "BMW",
+    "DS AUTOMOBILES": "DS",
+    "ALFA-ROMEO": "ALFA ROMEO",
+    "LAND-ROVER": "LAND ROVER",
+    "RANGE ROVER": "LAND ROVER",
+    "SSANGYONG MOTOR": "SSANGYONG",
+    "MG MOTOR": "MG",
+    "MG MOTOR UK": "MG",
+    "ROLLS-ROYCE": "ROLLS ROYCE",
+}
+_PUNCTUATION = re.compile(r"[.,;/_]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_make(make: object) -> str | None:
+    """`VOLKSWAGEN, VW` / `VW` -> `VOLKSWAGEN`, `ŠKODA` / `?KODA` / `Skoda` -> `SKODA`."""
+    if make is None or (isinstance(make, float) and np.isnan(make)) or make is pd.NA:
+        return None
+    text = unicodedata.normalize("NFKD", str(make))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).upper()
+    text = text.replace("?", "")  # a character lost in a legacy encoding: ?KODA
+    text = _SPACES.sub(" ", _PUNCTUATION.sub(" ", text)).strip()
+    if not text:
+        return None
+    return MAKE_ALIASES.get(text, text)
+
+
+def normalise_makes(makes: pd.Series) -> pd.Series:
+    """Vectorised over the distinct spellings only: a year has ~100 of them in ~100k rows."""
+    distinct = makes.dropna().unique()
+    mapping = {value: normalise_make(value) for value in distinct}
+    return makes.map(mapping).astype("string")
+
+
+def normalise_fuel_types(fuel_types: pd.Series) -> pd.Series:
+    """Lower case, trimmed: the 2021 `PETROL/ELECTRIC` and the 2025 `petrol/electric` are one type."""
+    return fuel_types.astype("string").str.strip().str.lower()
+
+
+def is_zero_emission(fuel_types: pd.Series) -> np.ndarray:
+    return normalise_fuel_types(fuel_types).isin(ZERO_EMISSION_FUEL_TYPES).fillna(False).to_numpy(dtype=bool)
