@@ -41,9 +41,15 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
     tags=["co2", "mlops", "retraining"],
     default_args={"owner": "co2", **RETRIES},
     params={
-        "years": Param([], type="array", items={"type": "integer"}, description="Registration years; empty: CO2_YEARS."),
-        "source": Param("", type="string", description="Empty: connection co2_discodata or CO2_DISCODATA_URL; 'live'; or a URL."),
-        "force_promotion": Param(False, type="boolean", description="Promote the best candidate even if it does not beat production."),
+        "years": Param(
+            [], type="array", items={"type": "integer"}, description="Registration years; empty: CO2_YEARS."
+        ),
+        "source": Param(
+            "", type="string", description="Empty: connection co2_discodata or CO2_DISCODATA_URL; 'live'; or a URL."
+        ),
+        "force_promotion": Param(
+            False, type="boolean", description="Promote the best candidate even if it does not beat production."
+        ),
     },
 )
 def co2_retraining() -> None:
@@ -51,12 +57,12 @@ def co2_retraining() -> None:
     def download(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Aggregated configurations from discodata into an immutable raw snapshot."""
         from airflow.sdk.exceptions import AirflowFailException
-        from co2_airflow import metrics
-        from co2_airflow.hooks import DiscodataHook
 
         from co2.discodata import DiscodataQueryError
         from co2.pipeline.download import download as run_download
         from co2.settings import get_settings
+        from co2_airflow import metrics
+        from co2_airflow.hooks import DiscodataHook
 
         settings = get_settings()
         params = params or {}
@@ -76,11 +82,11 @@ def co2_retraining() -> None:
         from pathlib import Path
 
         from airflow.sdk.exceptions import AirflowFailException
-        from co2_airflow import metrics
 
         from co2.pipeline.validate import DataValidationError
         from co2.pipeline.validate import validate as run_validate
         from co2.settings import get_settings
+        from co2_airflow import metrics
 
         settings = get_settings()
         try:
@@ -96,10 +102,9 @@ def co2_retraining() -> None:
         """Normalise, clean and split by configuration hash; write the splits and their lineage."""
         from pathlib import Path
 
-        from co2_airflow import metrics
-
         from co2.pipeline.preprocess import preprocess as run_preprocess
         from co2.settings import get_settings
+        from co2_airflow import metrics
 
         settings = get_settings()
         result = run_preprocess(
@@ -118,10 +123,9 @@ def co2_retraining() -> None:
             """Fit the family with and without the make; log both candidates to MLflow."""
             from pathlib import Path
 
-            from co2_airflow import metrics
-
             from co2.pipeline.train import train_family
             from co2.settings import get_settings
+            from co2_airflow import metrics
 
             candidates = train_family(
                 family, Path(processed["lineage_path"]), get_settings(), run_tags={"airflow.run_id": run_id or ""}
@@ -157,10 +161,9 @@ def co2_retraining() -> None:
         """Register the winner; move the production alias only if it was promoted."""
         from pathlib import Path
 
-        from co2_airflow import metrics
-
         from co2.pipeline.register import register as run_register
         from co2.settings import get_settings
+        from co2_airflow import metrics
 
         result = run_register(
             compared, Path(processed["lineage_path"]), get_settings(), extra_tags={"airflow.run_id": run_id or ""}

@@ -94,7 +94,7 @@ class DiscodataDatabase:
                 if "Year" not in chunk.columns:
                     raise ValueError(f"{csv_path} has no 'Year' column: the emulator needs it to pick each row's table")
                 for year, rows in chunk.groupby("Year"):
-                    db.append(settings.table_for(int(year)), rows)
+                    db.append(settings.table_for(int(str(year))), rows)
         for table in db.tables():
             log.info("emulator_table_loaded", table=table, rows=db.count(table))
         return db
@@ -151,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: EmulatorServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # requests are logged as structured events below
 
     def _send_json(self, status: int, body: Any) -> None:
@@ -229,7 +229,7 @@ class EmulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
 
     def set_faults(self, faults: Faults) -> None:
         with self._faults_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def model_signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [ColSpec("double", name, required=False) for name in col.NUMERIC_FEATURES]
+    inputs: list[Any] = [ColSpec("double", name, required=False) for name in col.NUMERIC_FEATURES]
     inputs.append(ColSpec("string", col.FUEL_TYPE))
     inputs += [ColSpec("string", name, required=False) for name in ("fuel_mode", col.MAKE)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", col.TARGET)]))
@@ -63,7 +64,9 @@ def pip_requirements() -> list[str]:
     """Pinned from this environment, so a model loads with the scikit-learn it was trained with."""
     from importlib.metadata import version
 
-    return [f"{package}=={version(package)}" for package in ("scikit-learn", "pandas", "numpy", "skops", "mlflow-skinny")]
+    return [
+        f"{package}=={version(package)}" for package in ("scikit-learn", "pandas", "numpy", "skops", "mlflow-skinny")
+    ]
 
 
 def log_model(model: Any, input_example: pd.DataFrame) -> str:
@@ -99,7 +102,9 @@ def current_production(client: Any, settings: Settings) -> Any | None:
         if getattr(exc, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             raise
     try:
-        staged = client.get_latest_versions(settings.model_name, stages=["Production"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; read for old writers
+            staged = client.get_latest_versions(settings.model_name, stages=["Production"])
     except MlflowException as exc:
         if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
             return None

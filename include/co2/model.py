@@ -1,10 +1,17 @@
 """The model: scikit-learn pipelines that every MLflow client can load and that know the rules.
 
-The registered object is a `ZeroEmissionRegressor`: battery-electric and hydrogen cars get
-0 g/km by definition, every other car goes to a Pipeline of
-`CarFeatures` (vocabulary, physics) -> imputation with missing indicators -> scaling / one-hot
--> one of three regressor families. Because the rule and the feature code live inside the model
-(shipped with it as code), `mlflow models serve` and the prediction service answer alike.
+A registered model is `Pipeline([("features", CarFeatures()), ("regressor", WltpCo2Regressor(...))])`:
+
+- `CarFeatures` normalises the vocabulary and derives physics features;
+- `WltpCo2Regressor` answers by rule where physics or law decides, and asks a regressor otherwise:
+  battery-electric and hydrogen cars emit 0 g/km by definition; a combustion car (or a non-plug-in
+  hybrid, or a plug-in whose fuel consumption is already the weighted WLTP figure) emits its WLTP
+  fuel consumption times its fuel's carbon factor, learned from the training data; every other car
+  goes to one of the three regressor families, behind imputation with missing indicators, scaling
+  and one-hot encoding.
+
+The rules live inside the model, shipped with it as code, so `mlflow models serve` and the
+prediction service answer alike.
 """
 
 from __future__ import annotations
@@ -16,101 +23,202 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestRegressor
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LinearRegression
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 from co2 import columns as col
 from co2.vocabulary import (
     CO2_PER_FUEL_LITRE_G_KM,
     HYBRID_FUEL_TYPES,
+    ZERO_EMISSION_FUEL_TYPES,
     normalise_fuel_types,
     normalise_makes,
 )
 
 FAMILIES: tuple[str, ...] = ("random_forest", "linear_regression", "knn")
 
-# Derived by CarFeatures from the inputs; physics first: for a combustion car CO2 is fuel burnt
-# times the fuel's carbon, for a plug-in hybrid it falls with the electric range.
-DERIVED_FEATURES: list[str] = [
-    "co2_from_fuel_g_km",
-    "power_to_mass_kw_per_t",
-    "log_mass_kg",
-    "log_engine_capacity_cm3",
-    "inverse_electric_range_per_km",
+# Fuel modes where WLTP CO2 is the fuel burnt: M mono-fuel, H hybrid that is not charged from the grid.
+FUEL_BURNING_MODES = frozenset({"M", "H"})
+# A plug-in hybrid's WLTP fuel consumption below this is already the utility-factor weighted
+# figure; above it, it is the charge-sustaining consumption (seen in the EEA data).
+PLUG_IN_WEIGHTED_FC_MAX_L_100KM = 4.5
+# Inputs that callers often do not have: the model also learns from copies of the training cars
+# without them, so that it does not read "missing" as "unusual car".
+OFTEN_MISSING_INPUTS = ("test_mass_kg", "wheelbase_mm", "track_width_mm")
+COPY_WEIGHT = 0.3
+# Fuel groups with their own slopes (mostly for the linear family).
+INTERACTION_GROUPS = ("diesel", "hybrid", "plug_in", "gas")
+INTERACTION_TERMS = {
+    "mass": lambda f: f["mass_kg"] - 1500.0,
+    "log_power": lambda f: np.log(f["engine_power_kw"]) - 4.5,
+    "capacity": lambda f: f["engine_capacity_cm3"] - 1500.0,
+    "log_mass": lambda f: np.log(f["mass_kg"]) - 7.2,
+    "log_capacity": lambda f: np.log(f["engine_capacity_cm3"]) - 7.3,
+}
+# Coefficients of the EU WLTP fleet utility factor (Regulation 2017/1151, dn = 800 km).
+UTILITY_FACTOR_COEFFICIENTS = (26.25, -38.94, -631.05, 5964.83, -25095, 60380.2, -87517, 75513.8, -35749, 7154.94)
+
+NUMERIC_MODEL_FEATURES: list[str] = [
+    "mass_kg",
+    "log_mass",
+    "engine_capacity_cm3",
+    "log_capacity",
+    "engine_power_kw",
+    "log_power",
+    "power_to_mass_kw_kg",
+    "log_power_to_mass",
+    "capacity_per_kw",
+    "eco_innovation_savings_g_km",
+    "electric_consumption_wh_km",
+    "electric_range_km",
+    "utility_factor",
+    "fuel_share",
+    "log_fuel_share",
+    "plug_in_charge_sustaining_co2_g_km",
+    "test_mass_kg",
+    "test_mass_extra_kg",
+    "wheelbase_mm",
+    "track_width_mm",
+    "footprint_m2",
+    *(f"{group}_{term}" for group in INTERACTION_GROUPS for term in INTERACTION_TERMS),
+    "plug_in_fuel_share_mass",
+    "plug_in_fuel_share_power",
 ]
+PHYSICS_CO2 = "_physics_co2_g_km"
+ZERO_EMISSION = "_zero_emission"
+
+
+def utility_factor(electric_range_km: pd.Series) -> np.ndarray:
+    """Share of distance a plug-in hybrid drives on electricity, by its WLTP electric range."""
+    distance = np.clip(electric_range_km.to_numpy(dtype=np.float64) / 800.0, 0.0, 1.0)
+    exponent = sum(c * distance ** (i + 1) for i, c in enumerate(UTILITY_FACTOR_COEFFICIENTS))
+    return np.asarray(1.0 - np.exp(-exponent))
 
 
 class CarFeatures(TransformerMixin, BaseEstimator):
-    """Normalise the vocabulary and add physics features; missing input columns become missing values."""
+    """Vocabulary and physics; learns each fuel's CO2 per litre from the training data."""
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CarFeatures:
+        self.co2_per_litre_: dict[str, float] = dict(CO2_PER_FUEL_LITRE_G_KM)
+        if y is not None:
+            frame = self._inputs(X)
+            target = np.asarray(y, dtype=np.float64)
+            usable = (
+                frame["fuel_consumption_l_100km"].gt(0).to_numpy()
+                & frame["fuel_mode"].isin(FUEL_BURNING_MODES).to_numpy()
+                & (target > 0)
+            )
+            ratio = pd.Series(target / frame["fuel_consumption_l_100km"].to_numpy(), index=frame.index)[usable]
+            stats = ratio.groupby(frame.loc[usable, col.FUEL_TYPE]).agg(["median", "size"])
+            for fuel, row in stats.iterrows():
+                if row["size"] >= 5 and fuel in self.co2_per_litre_:
+                    self.co2_per_litre_[str(fuel)] = float(row["median"])
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+    @staticmethod
+    def _inputs(X: pd.DataFrame) -> pd.DataFrame:
         frame = pd.DataFrame(index=X.index)
         for name in col.NUMERIC_FEATURES:
-            frame[name] = pd.to_numeric(X[name], errors="coerce").astype("float64") if name in X else np.nan
+            values = pd.to_numeric(X[name], errors="coerce") if name in X else pd.Series(np.nan, index=X.index)
+            frame[name] = values.astype("float64").where(values > 0)  # 0 or less means "not given"
         fuel_type = normalise_fuel_types(X[col.FUEL_TYPE]) if col.FUEL_TYPE in X else pd.Series(pd.NA, index=X.index)
+        fuel_mode = X["fuel_mode"] if "fuel_mode" in X else pd.Series(pd.NA, index=X.index)
+        make = normalise_makes(X[col.MAKE]) if col.MAKE in X else pd.Series(pd.NA, index=X.index)
         frame[col.FUEL_TYPE] = fuel_type.astype(object).where(fuel_type.notna(), "missing")
-        fuel_mode = X["fuel_mode"].astype("string").str.strip().str.upper() if "fuel_mode" in X else pd.Series(pd.NA, index=X.index)
+        fuel_mode = fuel_mode.astype("string").str.strip().str.upper()
         frame["fuel_mode"] = fuel_mode.astype(object).where(fuel_mode.notna(), "missing")
-        make = normalise_makes(X[col.MAKE]) if col.MAKE in X else pd.Series(pd.NA, index=X.index, dtype="string")
         frame[col.MAKE] = make.astype(object).where(make.notna(), "missing")
-
-        factor = fuel_type.map(CO2_PER_FUEL_LITRE_G_KM).astype("float64")
-        frame["co2_from_fuel_g_km"] = frame["fuel_consumption_l_100km"] * factor
-        frame["power_to_mass_kw_per_t"] = frame["engine_power_kw"] / frame["mass_kg"] * 1000.0
-        frame["log_mass_kg"] = np.log(frame["mass_kg"].clip(lower=1.0))
-        frame["log_engine_capacity_cm3"] = np.log1p(frame["engine_capacity_cm3"].clip(lower=0.0))
-        hybrid = fuel_type.isin(HYBRID_FUEL_TYPES).fillna(False).to_numpy(dtype=bool)
-        frame["inverse_electric_range_per_km"] = np.where(hybrid, 1.0 / frame["electric_range_km"].clip(lower=1.0), 0.0)
         return frame
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([*col.NUMERIC_FEATURES, col.FUEL_TYPE, "fuel_mode", col.MAKE, *DERIVED_FEATURES], dtype=object)
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        f = self._inputs(X)
+        fuel, mode = f[col.FUEL_TYPE], f["fuel_mode"]
+        zero = fuel.isin(ZERO_EMISSION_FUEL_TYPES).to_numpy()
+        plug_in = (mode.eq("P").to_numpy() | f["electric_range_km"].gt(0).to_numpy()) & ~zero
+        diesel = fuel.str.startswith("diesel").to_numpy()
+        factor = fuel.map(self.co2_per_litre_).astype("float64")
+        fallback = np.where(diesel, self.co2_per_litre_["diesel"], self.co2_per_litre_["petrol"])
+        factor = factor.fillna(pd.Series(fallback, index=f.index))
+        fc = f["fuel_consumption_l_100km"]
+        share = pd.Series(
+            np.where(plug_in, 1.0 - utility_factor(f["electric_range_km"].fillna(0.0)), 1.0), index=f.index
+        )
 
+        out = f[[*col.NUMERIC_FEATURES, col.FUEL_TYPE, "fuel_mode", col.MAKE]].copy()
+        out["log_mass"] = np.log(f["mass_kg"])
+        out["log_capacity"] = np.log(f["engine_capacity_cm3"])
+        out["log_power"] = np.log(f["engine_power_kw"])
+        out["power_to_mass_kw_kg"] = f["engine_power_kw"] / f["mass_kg"]
+        out["log_power_to_mass"] = np.log(out["power_to_mass_kw_kg"])
+        out["capacity_per_kw"] = f["engine_capacity_cm3"] / f["engine_power_kw"]
+        out["utility_factor"] = 1.0 - share
+        out["fuel_share"] = share
+        out["log_fuel_share"] = np.log(share.clip(lower=0.02))
+        charge_sustaining = plug_in & (fc >= PLUG_IN_WEIGHTED_FC_MAX_L_100KM).to_numpy()
+        out["plug_in_charge_sustaining_co2_g_km"] = np.where(charge_sustaining, share * factor * fc, np.nan)
+        out["test_mass_extra_kg"] = f["test_mass_kg"] - f["mass_kg"]
+        out["footprint_m2"] = f["wheelbase_mm"] * f["track_width_mm"] / 1e6
+        groups = {
+            "diesel": diesel & ~plug_in,
+            "hybrid": mode.eq("H").to_numpy() & ~plug_in,
+            "plug_in": plug_in,
+            "gas": fuel.isin(["lpg", "ng", "ng-biomethane"]).to_numpy(),
+        }
+        for group, member in groups.items():
+            for term, compute in INTERACTION_TERMS.items():
+                out[f"{group}_{term}"] = compute(f) * member
+        out["plug_in_fuel_share_mass"] = share * f["mass_kg"] * plug_in
+        out["plug_in_fuel_share_power"] = share * f["engine_power_kw"] * plug_in
 
-class ZeroEmissionRegressor(RegressorMixin, BaseEstimator):
-    """0 g/km for zero-emission fuel types by definition; the wrapped regressor for the rest."""
-
-    def __init__(self, regressor: Any = None, zero_emission_fuel_types: tuple[str, ...] = ("electric", "hydrogen")):
-        self.regressor = regressor
-        self.zero_emission_fuel_types = zero_emission_fuel_types
-
-    def _zero(self, X: pd.DataFrame) -> np.ndarray:
-        fuel = normalise_fuel_types(X[col.FUEL_TYPE])
-        return fuel.isin(list(self.zero_emission_fuel_types)).fillna(False).to_numpy(dtype=bool)
-
-    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> ZeroEmissionRegressor:
-        zero = self._zero(X)
-        if zero.all():
-            raise ValueError("every training car is zero-emission: nothing for the regressor to learn")
-        self.regressor_ = clone(self.regressor)
-        fit_params: dict[str, Any] = {}
-        if sample_weight is not None:
-            last_step = self.regressor_.steps[-1][0] if isinstance(self.regressor_, Pipeline) else None
-            key = f"{last_step}__sample_weight" if last_step else "sample_weight"
-            fit_params[key] = np.asarray(sample_weight)[~zero]
-        self.regressor_.fit(X[~zero], np.asarray(y)[~zero], **fit_params)
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        X = _as_frame(X)
-        zero = self._zero(X)
-        out = np.zeros(len(X), dtype=np.float64)
-        if (~zero).any():
-            out[~zero] = np.clip(self.regressor_.predict(X[~zero]), 0.0, None)
+        # An unstated fuel mode of a single-fuel type means the car burns that fuel.
+        stated_or_single = mode.isin(FUEL_BURNING_MODES).to_numpy() | (
+            mode.eq("missing").to_numpy() & ~fuel.isin(HYBRID_FUEL_TYPES).to_numpy()
+        )
+        burns_fuel = (stated_or_single & ~plug_in) | (plug_in & (fc < PLUG_IN_WEIGHTED_FC_MAX_L_100KM).to_numpy())
+        out[PHYSICS_CO2] = np.where(burns_fuel & ~zero, factor * fc, np.nan)
+        out[ZERO_EMISSION] = zero.astype(np.float64)
         return out
 
 
-def _as_frame(X: Any) -> pd.DataFrame:
-    if isinstance(X, pd.DataFrame):
-        return X
-    return pd.DataFrame(X, columns=col.MODEL_INPUT_COLUMNS[: np.shape(X)[1]])
+class WltpCo2Regressor(RegressorMixin, BaseEstimator):
+    """0 g/km for zero-emission cars, fuel x carbon where that is the WLTP figure, the regressor otherwise.
+
+    The regressor learns from every car that emits (so that it also knows cars whose fuel
+    consumption is missing); `log_target` fits log CO2, which suits the linear family.
+    """
+
+    def __init__(self, regressor: Any = None, log_target: bool = False) -> None:
+        self.regressor = regressor
+        self.log_target = log_target
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
+        emits = X[ZERO_EMISSION].to_numpy() == 0
+        if not emits.any():
+            raise ValueError("every training car is zero-emission: nothing for the regressor to learn")
+        target = np.asarray(y, dtype=np.float64)[emits]
+        if self.log_target:
+            target = np.log(np.maximum(target, 1.0))
+        self.regressor_ = clone(self.regressor)
+        params: dict[str, Any] = {}
+        if sample_weight is not None:
+            last = self.regressor_.steps[-1][0]
+            params[f"{last}__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)[emits]
+        self.regressor_.fit(X[emits], target, **params)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        out = np.zeros(len(X), dtype=np.float64)
+        physics = X[PHYSICS_CO2].to_numpy(dtype=np.float64)
+        ask = (X[ZERO_EMISSION].to_numpy() == 0) & np.isnan(physics)
+        if ask.any():
+            predicted = self.regressor_.predict(X[ask])
+            out[ask] = np.maximum(np.exp(predicted) if self.log_target else predicted, 0.0)
+        by_physics = ~np.isnan(physics)
+        out[by_physics] = physics[by_physics]
+        return out
 
 
 def supports_sample_weight(family: str) -> bool:
@@ -118,25 +226,50 @@ def supports_sample_weight(family: str) -> bool:
     return family != "knn"
 
 
-def build_model(family: str, with_make: bool, seed: int = 42) -> ZeroEmissionRegressor:
+def build_model(family: str, with_make: bool, seed: int = 42) -> Pipeline:
     """One candidate: the shared features and preprocessing, then the family's regressor."""
-    numeric = [*col.NUMERIC_FEATURES, *DERIVED_FEATURES]
+    numeric_steps: list[Any] = [SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()]
+    log_target = False
+    regressor: Any
+    if family == "random_forest":
+        regressor = RandomForestRegressor(
+            n_estimators=300, max_features=0.5, bootstrap=False, min_samples_leaf=1, n_jobs=1, random_state=seed
+        )
+    elif family == "linear_regression":
+        # Least squares with a light ridge penalty, on splines of the features, fitting log CO2.
+        regressor = Ridge(alpha=1.0)
+        numeric_steps.append(SplineTransformer(n_knots=6, degree=3, extrapolation="linear"))
+        log_target = True
+    elif family == "knn":
+        regressor = KNeighborsRegressor(n_neighbors=4, weights="distance", p=1)
+    else:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     categorical = [col.FUEL_TYPE, "fuel_mode", *([col.MAKE] if with_make else [])]
     encode = ColumnTransformer(
         [
-            ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()), numeric),
-            ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=3, sparse_output=False), categorical),
-        ],
-        verbose_feature_names_out=False,
+            ("numeric", make_pipeline(*numeric_steps), NUMERIC_MODEL_FEATURES),
+            # 0/1 and unscaled: a missing value should not weigh like seven standard deviations
+            ("missing", MissingIndicator(features="all"), NUMERIC_MODEL_FEATURES),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=3, sparse_output=False),
+                categorical,
+            ),
+        ]
     )
-    regressor: Any
-    if family == "random_forest":
-        regressor = RandomForestRegressor(n_estimators=200, max_features=0.5, min_samples_leaf=1, n_jobs=1, random_state=seed)
-    elif family == "linear_regression":
-        regressor = LinearRegression()
-    elif family == "knn":
-        regressor = KNeighborsRegressor(n_neighbors=5, weights="distance")
-    else:
-        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
-    pipeline = Pipeline([("features", CarFeatures()), ("encode", encode), ("regressor", regressor)])
-    return ZeroEmissionRegressor(pipeline)
+    inner = Pipeline([("encode", encode), ("regressor", regressor)])
+    return Pipeline([("features", CarFeatures()), ("regressor", WltpCo2Regressor(inner, log_target=log_target))])
+
+
+def fit(model: Pipeline, X: pd.DataFrame, y: Any, registrations: Any | None) -> Pipeline:
+    """Fit a candidate, each configuration weighted by its registrations where the family can,
+    on the training cars plus copies of them without the inputs callers often lack."""
+    without = X.copy()
+    without.loc[:, list(OFTEN_MISSING_INPUTS)] = np.nan
+    X_all = pd.concat([X, without], ignore_index=True)
+    y_all = np.concatenate([np.asarray(y, dtype=np.float64)] * 2)
+    params = {}
+    if registrations is not None:
+        weights = np.asarray(registrations, dtype=np.float64)
+        params["regressor__sample_weight"] = np.concatenate([weights, COPY_WEIGHT * weights])
+    return model.fit(X_all, y_all, **params)

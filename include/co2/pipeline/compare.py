@@ -46,14 +46,22 @@ def rank(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def decide(
-    winner: dict[str, Any], champion_metrics: dict[str, float] | None, champion_error: str | None, *, force: bool, min_improvement: float
+    winner: dict[str, Any],
+    champion_metrics: dict[str, float] | None,
+    champion_error: str | None,
+    *,
+    force: bool,
+    min_improvement: float,
 ) -> tuple[bool, str]:
     """Whether to promote the winner, and the sentence that explains it."""
     challenger = f"{winner['name']} (MAE {winner['mae_g_km']:.3f} g/km)"
     if force:
         return True, f"promotion forced by the run's parameters; {challenger}"
     if champion_error is not None:
-        return False, f"the production model could not be scored ({champion_error}); not replacing it without force_promotion"
+        return (
+            False,
+            f"the production model could not be scored ({champion_error}); not replacing it without force_promotion",
+        )
     if champion_metrics is None:
         return True, f"no production model yet; {challenger} becomes the first"
     gain = champion_metrics["mae_g_km"] - winner["mae_g_km"]
@@ -97,8 +105,23 @@ def compare(
         report_path=str(report_path),
         ranking=ranking,
     )
-    write_json({"kind": "compare_report", "compared_at": datetime.now(UTC).isoformat(), **result.to_dict()}, report_path)
+    write_json(
+        {"kind": "compare_report", "compared_at": datetime.now(UTC).isoformat(), **result.to_dict()}, report_path
+    )
     for position, candidate in enumerate(ranking, start=1):
-        log.info("candidate_ranked", position=position, candidate=candidate["name"], mae_g_km=round(candidate["mae_g_km"], 3), rmse_g_km=round(candidate["rmse_g_km"], 3), r2=round(candidate["r2"], 4))
-    log.info("compare_finished", winner=winner["name"], promote=promote, reason=reason, champion_version=result.champion_version)
+        log.info(
+            "candidate_ranked",
+            position=position,
+            candidate=candidate["name"],
+            mae_g_km=round(candidate["mae_g_km"], 3),
+            rmse_g_km=round(candidate["rmse_g_km"], 3),
+            r2=round(candidate["r2"], 4),
+        )
+    log.info(
+        "compare_finished",
+        winner=winner["name"],
+        promote=promote,
+        reason=reason,
+        champion_version=result.champion_version,
+    )
     return result

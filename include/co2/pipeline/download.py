@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -119,7 +118,13 @@ def _download_year(client: DiscodataClient, query: str, year: int, page_size: in
         raise DiscodataQueryError(f"discodata returned no rows for {year}: is the table for {year} published yet?")
     result = pd.concat(pages, ignore_index=True)
     result.insert(0, "Year", year)
-    log.info("download_year", year=year, rows=rows, registrations=registrations, seconds=round(time.perf_counter() - started, 1))
+    log.info(
+        "download_year",
+        year=year,
+        rows=rows,
+        registrations=registrations,
+        seconds=round(time.perf_counter() - started, 1),
+    )
     return result
 
 

@@ -26,20 +26,15 @@ import pandas as pd
 from co2 import columns as col
 from co2.files import new_directory, read_json, sha256_file, utc_stamp, write_json, write_parquet
 from co2.logs import get_logger
+from co2.model import FUEL_BURNING_MODES
 from co2.pipeline.validate import OPTIONAL_RULES, SCHEMA
-from co2.vocabulary import (
-    CO2_PER_FUEL_LITRE_G_KM,
-    HYBRID_FUEL_TYPES,
-    ZERO_EMISSION_FUEL_TYPES,
-    normalise_fuel_types,
-    normalise_makes,
-)
+from co2.vocabulary import CO2_PER_FUEL_LITRE_G_KM, ZERO_EMISSION_FUEL_TYPES, normalise_fuel_types, normalise_makes
 
 log = get_logger("co2.preprocess")
 
 # A member state's fuel consumption figures are trusted when their median CO2 per litre is
 # within this share of the fuel's WLTP factor (judged on the training split, >= MIN_ROWS rows).
-FC_CONSISTENCY_TOLERANCE = 0.08
+FC_CONSISTENCY_TOLERANCE = 0.06
 FC_CONSISTENCY_MIN_ROWS = 5
 
 
@@ -107,19 +102,35 @@ def untrusted_fuel_consumption_states(train: pd.DataFrame) -> dict[str, float]:
     factor = train[col.FUEL_TYPE].map(CO2_PER_FUEL_LITRE_G_KM)
     usable = (
         train["fuel_consumption_l_100km"].gt(0)
-        & factor.notna()
-        & ~train[col.FUEL_TYPE].isin(HYBRID_FUEL_TYPES)
+        & train[col.FUEL_TYPE].isin(["petrol", "diesel"])
+        & train["fuel_mode"].isin(list(FUEL_BURNING_MODES))
         & train[col.TARGET].gt(0)
     )
     ratio = (train[col.TARGET] / (factor * train["fuel_consumption_l_100km"]))[usable]
     by_state = ratio.groupby(train.loc[usable, col.MEMBER_STATE]).agg(["median", "count"])
-    off = by_state[(by_state["count"] >= FC_CONSISTENCY_MIN_ROWS) & ((by_state["median"] - 1).abs() > FC_CONSISTENCY_TOLERANCE)]
+    off = by_state[
+        (by_state["count"] >= FC_CONSISTENCY_MIN_ROWS) & ((by_state["median"] - 1).abs() > FC_CONSISTENCY_TOLERANCE)
+    ]
     return {str(state): round(float(median), 3) for state, median in off["median"].items()}
 
 
-def preprocess(
-    snapshot_path: Path, processed_root: Path, *, test_fraction: float, split_salt: str
-) -> PreprocessResult:
+def blank_fuel_consumption(split: pd.DataFrame, states: dict[str, float]) -> pd.DataFrame:
+    split = split.copy()
+    split.loc[split[col.MEMBER_STATE].isin(list(states)), "fuel_consumption_l_100km"] = np.nan
+    return split
+
+
+def aggregate(split: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct (inputs, CO2), registrations summed: what the models learn from.
+
+    Member states and years have done their work (the consistency rule) and are not model inputs.
+    """
+    keys = [*col.MODEL_INPUT_COLUMNS, col.TARGET]
+    grouped = split.groupby(keys, dropna=False, sort=True, observed=True)[col.REGISTRATIONS].sum()
+    return grouped.reset_index()
+
+
+def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: float, split_salt: str) -> PreprocessResult:
     """Clean, split and write the processed splits with their lineage."""
     raw = pd.read_parquet(snapshot_path)
     frame = to_domain(raw)
@@ -137,8 +148,7 @@ def preprocess(
     train, test = frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
 
     untrusted = untrusted_fuel_consumption_states(train)
-    for split in (train, test):
-        split.loc[split[col.MEMBER_STATE].isin(list(untrusted)), "fuel_consumption_l_100km"] = np.nan
+    train, test = (aggregate(blank_fuel_consumption(split, untrusted)) for split in (train, test))
 
     out_dir = new_directory(processed_root, f"{utc_stamp()}_{Path(snapshot_path).parent.name}")
     train_path, test_path = out_dir / "train.parquet", out_dir / "test.parquet"
@@ -157,8 +167,18 @@ def preprocess(
         "removed_by_rule": removed_by_rule,
         "untrusted_fuel_consumption_states": untrusted,
         "split": {"method": "configuration hash", "salt": split_salt, "test_fraction": test_fraction},
-        "train": {"path": str(train_path), "sha256": train_sha, "rows": len(train), "registrations": int(train[col.REGISTRATIONS].sum())},
-        "test": {"path": str(test_path), "sha256": test_sha, "rows": len(test), "registrations": int(test[col.REGISTRATIONS].sum())},
+        "train": {
+            "path": str(train_path),
+            "sha256": train_sha,
+            "rows": len(train),
+            "registrations": int(train[col.REGISTRATIONS].sum()),
+        },
+        "test": {
+            "path": str(test_path),
+            "sha256": test_sha,
+            "rows": len(test),
+            "registrations": int(test[col.REGISTRATIONS].sum()),
+        },
     }
     lineage_path = out_dir / "lineage.json"
     write_json(lineage, lineage_path)

@@ -19,7 +19,7 @@ from co2.evaluation import evaluate
 from co2.files import read_json
 from co2.logs import get_logger
 from co2.mlflow_utils import log_model, mlflow_client
-from co2.model import FAMILIES, build_model, supports_sample_weight
+from co2.model import FAMILIES, build_model, fit, supports_sample_weight
 from co2.settings import Settings
 
 log = get_logger("co2.train")
@@ -68,7 +68,7 @@ def train_family(
         weights = train[col.REGISTRATIONS] if supports_sample_weight(family) else None
         log.info("train_started", candidate=name, train_rows=len(train))
         started = time.perf_counter()
-        model.fit(train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], sample_weight=weights)
+        fit(model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], weights)
         seconds = time.perf_counter() - started
         metrics = evaluate(model, test)
         with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
@@ -104,5 +104,5 @@ def train_family(
 
 
 def _regressor_params(model: Any) -> dict[str, Any]:
-    regressor = model.regressor.steps[-1][1]
+    regressor = model.named_steps["regressor"].regressor.steps[-1][1]
     return {k: v for k, v in regressor.get_params().items() if isinstance(v, (int, float, str, bool)) or v is None}

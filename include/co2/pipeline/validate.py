@@ -8,6 +8,7 @@ the source is broken and a human should look.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,7 +133,9 @@ def check_frame(raw: pd.DataFrame, *, min_rows: int, max_out_of_range_fraction: 
     return checks
 
 
-def validate(snapshot_path: Path, reports_dir: Path, *, min_rows: int, max_out_of_range_fraction: float = 0.001) -> ValidationResult:
+def validate(
+    snapshot_path: Path, reports_dir: Path, *, min_rows: int, max_out_of_range_fraction: float = 0.001
+) -> ValidationResult:
     """Check the snapshot, write the report, and raise `DataValidationError` if any check failed."""
     raw = pd.read_parquet(snapshot_path)
     checks = check_frame(raw, min_rows=min_rows, max_out_of_range_fraction=max_out_of_range_fraction)
@@ -150,7 +153,9 @@ def validate(snapshot_path: Path, reports_dir: Path, *, min_rows: int, max_out_o
         },
         report_path,
     )
-    log.info("validation_finished", passed=not failed, checks=len(checks), failures=len(failed), report=str(report_path))
+    log.info(
+        "validation_finished", passed=not failed, checks=len(checks), failures=len(failed), report=str(report_path)
+    )
     if failed:
         lines = "\n".join(f"  - {c.name}: observed {c.observed}, limit {c.limit} ({c.detail})" for c in failed)
         raise DataValidationError(
@@ -202,7 +207,9 @@ def _column_checks(series: pd.Series, rule: ColumnRule, max_out_of_range_fractio
 
 
 def _missing_hint(name: str, raw: pd.DataFrame) -> str:
-    lowered = {c.lower().split(" ")[0]: c for c in raw.columns}
-    similar = lowered.get(name.lower().split(" ")[0])
-    hint = f"; found '{similar}' instead, was it renamed?" if similar else ""
+    """Name the unexpected column that looks most like the missing one."""
+    expected = {rule.name for rule in (*SCHEMA, *OPTIONAL_RULES)}
+    unexpected = [str(c) for c in raw.columns if c not in expected]
+    similar = difflib.get_close_matches(name, unexpected, n=1, cutoff=0.4)
+    hint = f"; found '{similar[0]}' instead, was it renamed?" if similar else ""
     return f"required column is absent{hint}"

@@ -1,0 +1,43 @@
+# co2: every target installs what it needs first, so each works on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+SOURCE ?= local
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format bench clean help
+
+help:
+	@echo "make install   create .venv from uv.lock (all extras and dev tools)"
+	@echo "make run       run the retraining DAG once, end to end (SOURCE=local|live)"
+	@echo "make test      lint, type-check and run every test"
+	@echo "make lint      ruff and mypy only"
+	@echo "make bench     benchmarks under bench/ (long)"
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --frozen --all-extras --python 3.11
+
+run: install
+	$(UV) run --frozen --no-sync co2 run --source $(SOURCE)
+
+lint: install
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+	$(UV) run --frozen --no-sync mypy
+
+format: install
+	$(UV) run --frozen --no-sync ruff format .
+	$(UV) run --frozen --no-sync ruff check --fix .
+
+test: lint
+	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+
+bench: install
+	$(UV) run --frozen --no-sync python bench/pipeline_full_year.py
+
+clean:
+	rm -rf .co2 .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""`co2`: the operations a user runs by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from co2.logs import configure_console_logging, get_logger
+from co2.settings import LIVE_DISCODATA_URL, Settings, get_settings
+
+log = get_logger("co2.cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="co2", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("CO2_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of key=value")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser("discodata-emulator", help="serve a CSV as a local discodata SQL service")
+    emulator.add_argument(
+        "--csv", type=Path, action="append", required=True, help="CSV with discodata column names (repeatable)"
+    )
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument(
+        "--fail-mode", choices=["none", "error500", "slow", "drop"], default="none", help="misbehave from the start"
+    )
+    emulator.add_argument("--fail-count", type=int, default=0, help="how many /sql requests misbehave")
+    emulator.add_argument("--delay-seconds", type=float, default=0.0, help="delay of the 'slow' mode")
+    emulator.set_defaults(handler=_emulator)
+
+    run = commands.add_parser("run", help="run the retraining DAG once, end to end, and print what it registered")
+    run.add_argument(
+        "--source",
+        choices=["local", "live"],
+        default="local",
+        help="local: the emulator on the bundled sample; live: the EEA service",
+    )
+    run.add_argument("--years", type=int, nargs="*", help="registration years (default: CO2_YEARS)")
+    run.add_argument("--force-promotion", action="store_true")
+    run.add_argument("--mlflow-port", type=int, default=int(os.environ.get("CO2_MLFLOW_PORT", "5000")))
+    run.add_argument("--emulator-port", type=int, default=int(os.environ.get("CO2_EMULATOR_PORT", "8765")))
+    run.set_defaults(handler=_run)
+
+    registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")
+    registry.set_defaults(handler=_registry)
+
+    args = parser.parse_args(argv)
+    configure_console_logging(args.log_level, json=args.log_json)
+    result: int = args.handler(args)
+    return result
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from co2.emulator import Faults, serve
+
+    for path in args.csv:
+        if not path.is_file():
+            print(f"co2: no CSV at {path}: pass --csv with a file that has discodata column names", file=sys.stderr)
+            return 2
+    server = serve(
+        args.csv, get_settings(), args.host, args.port, Faults(args.fail_mode, args.fail_count, args.delay_seconds)
+    )
+    log.info("emulator_listening", url=server.url, tables=",".join(server.db.tables()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from co2 import local
+
+    home = local.co2_home()
+    settings = get_settings()
+    host = "127.0.0.1"
+    started: list[local.ManagedProcess] = []
+    try:
+        for port, what in (
+            (args.mlflow_port, "MLflow"),
+            *(((args.emulator_port, "the discodata emulator"),) if args.source == "local" else ()),
+        ):
+            if not local.port_is_free(host, port):
+                print(
+                    f"co2: port {port} for {what} is taken; "
+                    "stop what uses it or pick another (--mlflow-port / --emulator-port)",
+                    file=sys.stderr,
+                )
+                return 2
+        mlflow_uri = f"http://{host}:{args.mlflow_port}"
+        started.append(local.start_mlflow(home, host, args.mlflow_port))
+        if args.source == "local":
+            discodata_url = f"http://{host}:{args.emulator_port}"
+            started.append(local.start_emulator(home, host, args.emulator_port))
+        else:
+            discodata_url = LIVE_DISCODATA_URL
+        for process in started:
+            process.wait_healthy()
+
+        env = {
+            **local.airflow_env(home),
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "CO2_DISCODATA_URL": discodata_url,
+            "CO2_DATA_DIR": str(settings.data_dir if "CO2_DATA_DIR" in os.environ else home / "data"),
+        }
+        airflow = local.executable("airflow")
+        log.info("airflow_db_migrate", airflow_home=env["AIRFLOW_HOME"])
+        subprocess.run([airflow, "db", "migrate"], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+        conf = {"years": args.years or [], "force_promotion": args.force_promotion}
+        log.info("dag_run_started", dag_id="co2_retraining", source=discodata_url, conf=json.dumps(conf))
+        completed = subprocess.run(
+            [airflow, "dags", "test", "co2_retraining", "--conf", json.dumps(conf)], env={**os.environ, **env}
+        )
+        summary = registry_summary(Settings(mlflow_tracking_uri=mlflow_uri))
+        print(json.dumps(summary, indent=2))
+        if completed.returncode != 0 or not summary.get("latest_version"):
+            print(
+                f"co2: the DAG run failed (exit {completed.returncode}); the task logs above say which step and why",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _registry(args: argparse.Namespace) -> int:
+    print(json.dumps(registry_summary(get_settings()), indent=2))
+    return 0
+
+
+def registry_summary(settings: Settings) -> dict[str, Any]:
+    """What a user wants to see after a run: the newest version, production, and why."""
+    from mlflow.exceptions import MlflowException
+
+    from co2.mlflow_utils import current_production, mlflow_client
+
+    client = mlflow_client(settings)
+    try:
+        versions = client.search_model_versions(
+            f"name = '{settings.model_name}'", order_by=["version_number DESC"], max_results=1
+        )
+    except MlflowException:
+        versions = []
+    production = current_production(client, settings) if versions else None
+
+    def describe(version: Any) -> dict[str, Any]:
+        tags = version.tags or {}
+        return {
+            "version": version.version,
+            "run_id": version.run_id,
+            "candidate": tags.get("co2.candidate"),
+            "mae_g_km": tags.get("co2.mae_g_km"),
+            "rmse_g_km": tags.get("co2.rmse_g_km"),
+            "r2": tags.get("co2.r2"),
+            "promoted": tags.get("co2.promoted"),
+            "decision": tags.get("co2.decision"),
+            "raw_sha256": tags.get("co2.raw_sha256"),
+        }
+
+    return {
+        "model": settings.model_name,
+        "tracking_uri": settings.mlflow_tracking_uri,
+        "latest_version": describe(versions[0]) if versions else None,
+        f"{settings.model_alias}_version": describe(production) if production is not None else None,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

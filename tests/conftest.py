@@ -1,0 +1,148 @@
+"""Real servers on loopback ports: the discodata emulator, MLflow on PostgreSQL, Airflow's metadata DB.
+
+Each test session creates its own PostgreSQL databases and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+# Airflow reads its configuration when first imported: point it at a private home before any
+# test module imports it. The metadata database itself is created by the `airflow_db` fixture.
+_SESSION = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="co2-airflow-"))
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PG_ADMIN_DSN = os.environ.get("CO2_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AIRFLOW_DB = f"co2_test_airflow_{_SESSION}"
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
+            "postgresql://", "postgresql+psycopg2://"
+        )
+        + f"/{AIRFLOW_DB}",
+    }
+)
+
+from co2.emulator import DiscodataDatabase, EmulatorServer  # noqa: E402
+from co2.local import ManagedProcess, free_port, mlflow_server_command, start  # noqa: E402
+from co2.settings import Settings, get_settings  # noqa: E402
+
+SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+def _admin_execute(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN_DSN)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[object]:
+    """A factory of fresh PostgreSQL databases, all dropped when the session ends."""
+    created: list[str] = []
+
+    def create(purpose: str) -> str:
+        name = f"co2_test_{purpose}_{_SESSION}"
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}"')
+        _admin_execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+
+    yield create
+    for name in created:
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- data ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sample_frame() -> pd.DataFrame:
+    return pd.read_csv(SAMPLE_CSV, low_memory=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", http_backoff_seconds=0.01, http_retries=3, http_timeout_seconds=5)
+
+
+# --- discodata emulator -------------------------------------------------------------------------
+def run_emulator(frame: pd.DataFrame, settings: Settings) -> EmulatorServer:
+    """An emulator serving `frame` (discodata columns, with `Year`) in a background thread."""
+    db = DiscodataDatabase()
+    for year, rows in frame.groupby("Year"):
+        db.append(settings.table_for(int(str(year))), rows)
+    server = EmulatorServer(db, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def emulator(sample_frame: pd.DataFrame) -> Iterator[EmulatorServer]:
+    """The emulator on the real sample, shared by the session (faults reset per test)."""
+    server = run_emulator(sample_frame, Settings())
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def emulator_url(emulator: EmulatorServer) -> Iterator[str]:
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "none"}).raise_for_status()
+    yield emulator.url
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "none"}).raise_for_status()
+
+
+# --- MLflow -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:  # type: ignore[no-untyped-def]
+    """A real MLflow tracking server and registry, backend on PostgreSQL, serving artifacts."""
+    backend = postgres_database("mlflow")
+    home = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    process = start(
+        "mlflow",
+        mlflow_server_command("127.0.0.1", port, backend, home / "artifacts"),
+        f"http://127.0.0.1:{port}/health",
+        home / "mlflow.log",
+    )
+    process.wait_healthy(180)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(mlflow_server: ManagedProcess) -> str:
+    return mlflow_server.health_url.removesuffix("/health")
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A registered-model name of the test's own, so tests do not see each other's versions."""
+    return f"co2-emissions-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -1,0 +1,121 @@
+"""The model: rules inside it, robust inputs, and the quality target on the leak-free split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from co2 import columns as col
+from co2.evaluation import evaluate
+from co2.model import FAMILIES, build_model, fit, supports_sample_weight
+from co2.pipeline.download import download
+from co2.pipeline.preprocess import preprocess
+from co2.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory, emulator) -> tuple[pd.DataFrame, pd.DataFrame]:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path_factory.mktemp("model-data")
+    settings = Settings(data_dir=data_dir, discodata_url=emulator.url)
+    snapshot = download(settings, [2021])
+    result = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
+    return pd.read_parquet(result.train_path), pd.read_parquet(result.test_path)
+
+
+@pytest.fixture(scope="module")
+def candidates(splits: tuple[pd.DataFrame, pd.DataFrame]) -> dict[str, object]:
+    train, _ = splits
+    models = {}
+    for family in FAMILIES:
+        for with_make in (False, True):
+            model = build_model(family, with_make)
+            weights = train[col.REGISTRATIONS] if supports_sample_weight(family) else None
+            models[f"{family}{'_with_make' if with_make else ''}"] = fit(
+                model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], weights
+            )
+    return models
+
+
+def car(**values: object) -> pd.DataFrame:
+    base: dict[str, object] = {name: np.nan for name in col.MODEL_INPUT_COLUMNS}
+    base.update(values)
+    return pd.DataFrame([base])
+
+
+def test_best_candidate_meets_the_quality_target(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, test = splits
+    scores = {name: evaluate(model, test) for name, model in candidates.items()}
+    best = min(scores.values(), key=lambda s: s["mae_g_km"])
+    assert best["mae_g_km"] <= 3.0, scores
+    assert best["r2"] > 0.97
+    for name, score in scores.items():  # every family learns something real
+        assert score["mae_g_km"] < 6.0, (name, score)
+
+
+@pytest.mark.parametrize("fuel_type", ["ELECTRIC", "electric", "HYDROGEN", "hydrogen"])
+def test_zero_emission_cars_are_zero_by_rule(candidates: dict, fuel_type: str) -> None:
+    heavy = car(fuel_type=fuel_type, mass_kg=2600.0, engine_power_kw=400.0, make="TESLA")
+    for model in candidates.values():
+        assert model.predict(heavy)[0] == 0.0
+
+
+def test_combustion_car_with_fuel_consumption_follows_physics(candidates: dict) -> None:
+    petrol = car(
+        fuel_type="PETROL",
+        fuel_mode="M",
+        mass_kg=1200.0,
+        engine_power_kw=70.0,
+        engine_capacity_cm3=1200.0,
+        fuel_consumption_l_100km=5.0,
+    )
+    diesel = car(
+        fuel_type="diesel",
+        fuel_mode="M",
+        mass_kg=1200.0,
+        engine_power_kw=70.0,
+        engine_capacity_cm3=1500.0,
+        fuel_consumption_l_100km=5.0,
+    )
+    for model in candidates.values():
+        p, d = model.predict(petrol)[0], model.predict(diesel)[0]
+        assert 105 < p < 122 and 122 < d < 140  # ~22.7 and ~26.3 g/km per l/100 km
+        assert model.predict(car(**{**petrol.iloc[0].to_dict(), "fuel_consumption_l_100km": 10.0}))[0] == pytest.approx(
+            2 * p
+        )
+
+
+def test_missing_fuel_consumption_still_gives_a_sensible_answer(candidates: dict) -> None:
+    small = car(fuel_type="PETROL", fuel_mode="M", mass_kg=1000.0, engine_power_kw=50.0, engine_capacity_cm3=1000.0)
+    large = car(fuel_type="PETROL", fuel_mode="M", mass_kg=2300.0, engine_power_kw=250.0, engine_capacity_cm3=3000.0)
+    only_fuel = pd.DataFrame([{"fuel_type": "DIESEL", "mass_kg": 1500.0}])  # absent columns too
+    got = {name: (m.predict(small)[0], m.predict(large)[0], m.predict(only_fuel)[0]) for name, m in candidates.items()}
+    for name, (s, big, fuel_only) in got.items():
+        assert 80 < s < 150 and big > s + 40, (name, s, big)
+        assert 80 < fuel_only < 250, name
+
+
+def test_make_spellings_give_the_same_answer(candidates: dict) -> None:
+    golf = dict(fuel_type="PETROL", fuel_mode="M", mass_kg=1300.0, engine_power_kw=81.0, engine_capacity_cm3=1498.0)
+    model = candidates["random_forest_with_make"]
+    answers = {
+        model.predict(car(**golf, make=spelling))[0]
+        for spelling in ("VOLKSWAGEN", "VW", "VOLKSWAGEN, VW", "volkswagen")
+    }
+    assert len(answers) == 1
+
+
+def test_plug_in_hybrids_fall_with_electric_range(candidates: dict) -> None:
+    base = dict(
+        fuel_type="PETROL/ELECTRIC",
+        fuel_mode="P",
+        mass_kg=1900.0,
+        engine_power_kw=150.0,
+        engine_capacity_cm3=1998.0,
+        electric_consumption_wh_km=170.0,
+    )
+    short, long = car(**base, electric_range_km=30.0), car(**base, electric_range_km=80.0)
+    model = candidates["random_forest"]
+    assert model.predict(long)[0] < model.predict(short)[0] < 120
