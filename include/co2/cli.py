@@ -18,7 +18,7 @@ log = get_logger("co2.cli")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="co2", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("CO2_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=get_settings().log_level)
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of key=value")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--years", type=int, nargs="*", help="registration years (default: CO2_YEARS)")
     run.add_argument("--force-promotion", action="store_true")
-    run.add_argument("--mlflow-port", type=int, default=int(os.environ.get("CO2_MLFLOW_PORT", "5000")))
-    run.add_argument("--emulator-port", type=int, default=int(os.environ.get("CO2_EMULATOR_PORT", "8765")))
+    run.add_argument("--mlflow-port", type=int, default=get_settings().mlflow_port)
+    run.add_argument("--emulator-port", type=int, default=get_settings().emulator_port)
     run.set_defaults(handler=_run)
 
     registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")

@@ -164,6 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/_emulator/faults":
+            faults = self.server.faults
+            self._send_json(200, {"mode": faults.mode, "count": faults.count, "delay_seconds": faults.delay_seconds})
+            return
         if url.path == "/health":
             self._send_json(200, {"status": "ok", "tables": self.server.db.tables()})
             return
@@ -230,6 +234,11 @@ class EmulatorServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
+
+    @property
+    def faults(self) -> Faults:
+        with self._faults_lock:
+            return Faults(self._faults.mode, self._faults.count, self._faults.delay_seconds)
 
     def set_faults(self, faults: Faults) -> None:
         with self._faults_lock:

@@ -24,7 +24,9 @@ SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
 
 
 def co2_home() -> Path:
-    return Path(os.environ.get("CO2_HOME") or PROJECT_DIR / ".co2").resolve()
+    from co2.settings import get_settings
+
+    return (get_settings().home or PROJECT_DIR / ".co2").resolve()
 
 
 def executable(name: str) -> str:

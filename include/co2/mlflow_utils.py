@@ -13,7 +13,7 @@ from co2 import columns as col
 from co2.settings import Settings
 
 # skops refuses to load types it does not know; these are the ones our pipelines contain.
-TRUSTED_TYPE_PREFIXES = ("co2.", "sklearn.", "numpy.", "builtins.")
+TRUSTED_TYPE_PREFIXES = ("co2.", "sklearn.", "numpy.", "scipy.", "builtins.")
 
 
 class RegistryUnavailableError(RuntimeError):

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=0.01, ge=0, description="MAE gain a challenger needs over production to be promoted."
     )
 
+    # local platform (`co2 run`)
+    home: Path | None = Field(default=None, description="State of the local platform; default .co2 in the checkout.")
+    mlflow_port: int = 5000
+    emulator_port: int = 8765
+    log_level: str = "INFO"
+
     # prediction service
     poll_seconds: float = Field(default=30.0, gt=0)
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty: open.")

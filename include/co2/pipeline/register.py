@@ -37,6 +37,20 @@ class RegisterResult:
         return asdict(self)
 
 
+def set_legacy_production_stage(client: Any, name: str, version: str) -> None:
+    """Stage `Production` for clients that still read stages, the previous holders `Archived`.
+
+    Archiving is done version by version: MLflow's `archive_existing_versions` fails on a
+    PostgreSQL backend (it compares the integer version column with a string).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, aliases are the way
+        client.transition_model_version_stage(name, version, "Production")
+        for other in client.search_model_versions(f"name = '{name}'"):
+            if str(other.version) != version and other.current_stage == "Production":
+                client.transition_model_version_stage(name, other.version, "Archived")
+
+
 def register(
     comparison: dict[str, Any], lineage_path: Path, settings: Settings, *, extra_tags: dict[str, str] | None = None
 ) -> RegisterResult:
@@ -75,11 +89,7 @@ def register(
     promoted = bool(comparison["promote"])
     if promoted:
         client.set_registered_model_alias(settings.model_name, settings.model_alias, version.version)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; kept for old clients
-            client.transition_model_version_stage(
-                settings.model_name, version.version, "Production", archive_existing_versions=True
-            )
+        set_legacy_production_stage(client, settings.model_name, str(version.version))
     production = version.version if promoted else (previous.version if previous is not None else None)
     result = RegisterResult(
         model_name=settings.model_name,

@@ -1,0 +1,211 @@
+"""The DAG end to end through `dag.test()`: real emulator, real MLflow on PostgreSQL, real Airflow DB.
+
+One successful run establishes production; the fault runs then prove that nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from co2.files import read_json
+from tests.conftest import run_emulator
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import PROJECT_DIR
+
+    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("co2_retraining")
+    for task in dag.tasks:  # same retries, without minutes of waiting between them
+        task.retry_delay = timedelta(seconds=1)
+        task.retry_exponential_backoff = False
+    return dag
+
+
+@pytest.fixture(scope="module")
+def platform(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Where this module's runs write: their own data dir and registered model."""
+    return {
+        "mlflow_uri": mlflow_uri,
+        "data_dir": tmp_path_factory.mktemp("e2e-data"),
+        "model_name": f"co2-emissions-e2e-{os.getpid()}",
+    }
+
+
+def run(dag, platform: dict[str, Any], discodata_url: str, conf: dict | None = None, **env: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """One DAG run with the platform's settings; the state of each task."""
+    from co2.settings import get_settings
+
+    values = {
+        "CO2_DISCODATA_URL": discodata_url,
+        "MLFLOW_TRACKING_URI": platform["mlflow_uri"],
+        "CO2_DATA_DIR": str(platform["data_dir"]),
+        "CO2_MODEL_NAME": platform["model_name"],
+        "CO2_HTTP_BACKOFF_SECONDS": "0.05",
+        "CO2_HTTP_RETRIES": "3",
+        **env,
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        dagrun = dag.test(run_conf=conf or {})
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+    states = {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
+    states["__run__"] = str(dagrun.state)
+    return states
+
+
+def production_version(platform: dict[str, Any]) -> str:
+    client = MlflowClient(platform["mlflow_uri"])
+    return str(client.get_model_version_by_alias(platform["model_name"], "production").version)
+
+
+def snapshots(platform: dict[str, Any]) -> set[Path]:
+    return set((platform["data_dir"] / "raw").glob("*/snapshot.parquet"))
+
+
+@pytest.fixture(scope="module")
+def first_run(dag, platform: dict[str, Any], emulator) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    states = run(dag, platform, emulator.url)
+    assert states["__run__"] == "success", states
+    return states
+
+
+def test_first_run_promotes_a_model_that_predicts_real_cars(
+    first_run: dict[str, str], platform: dict[str, Any], sample_frame: pd.DataFrame
+) -> None:
+    assert set(first_run.values()) == {"success"}
+    client = MlflowClient(platform["mlflow_uri"])
+    version = client.get_model_version_by_alias(platform["model_name"], "production")
+    tags = version.tags
+    assert tags["co2.promoted"] == "true" and "no production model yet" in tags["co2.decision"]
+    assert float(tags["co2.mae_g_km"]) <= 3.0
+    assert len(tags["co2.raw_sha256"]) == 64 and tags["co2.validation"] == "passed"
+    assert client.get_model_version(platform["model_name"], version.version).current_stage == "Production"
+
+    model = mlflow.pyfunc.load_model(f"models:/{platform['model_name']}@production")
+    cars = sample_frame[sample_frame["Ewltp (g/km)"].notna()].sample(300, random_state=1)
+    inputs = pd.DataFrame(
+        {
+            "mass_kg": cars["M (kg)"],
+            "engine_capacity_cm3": cars["Ec (cm3)"],
+            "engine_power_kw": cars["Ep (KW)"],
+            "eco_innovation_savings_g_km": cars["Erwltp (g/km)"],
+            "fuel_consumption_l_100km": cars["Fc"],
+            "fuel_type": cars["Ft"],
+            "make": cars["Mk"],
+        }
+    )
+    predicted = model.predict(inputs)
+    actual = cars["Ewltp (g/km)"].to_numpy()
+    electric = cars["Ft"].isin(["ELECTRIC", "HYDROGEN"]).to_numpy()
+    assert (predicted[electric] == 0).all()
+    relative_error = abs(predicted[~electric] - actual[~electric]) / actual[~electric]
+    # as registered: only the seven basic fields, fuel consumption as each member state reported it
+    assert (relative_error < 0.15).mean() > 0.85
+    assert pd.Series(relative_error).median() < 0.05
+    assert 90 < predicted[~electric].mean() < 160
+
+
+def test_transient_500s_are_retried_and_the_run_succeeds(first_run, dag, platform, emulator) -> None:  # type: ignore[no-untyped-def]
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500", "count": 3}).raise_for_status()
+    before = snapshots(platform)
+    states = run(dag, platform, emulator.url)
+    assert states["__run__"] == "success", states
+    assert httpx.get(f"{emulator.url}/_emulator/faults").json()["count"] == 0  # all three were served
+    assert len(snapshots(platform) - before) == 1 and before <= snapshots(platform)
+
+
+def test_source_that_keeps_failing_fails_download_and_keeps_production(first_run, dag, platform, emulator) -> None:  # type: ignore[no-untyped-def]
+    version = production_version(platform)
+    before = {p: p.read_bytes() for p in snapshots(platform)}
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500", "count": 10_000}).raise_for_status()
+    download = dag.get_task("download")
+    retries, download.retries = download.retries, 0  # the client's own retries are under test here
+    try:
+        states = run(dag, platform, emulator.url, CO2_HTTP_RETRIES="2")
+    finally:
+        download.retries = retries
+        httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "none"}).raise_for_status()
+    assert states["__run__"] == "failed"
+    assert states["download"] == "failed"
+    assert states["validate"] == states["register"] == "upstream_failed"
+    assert production_version(platform) == version
+    assert {p: p.read_bytes() for p in snapshots(platform)} == before  # nothing written, nothing lost
+
+
+def test_out_of_range_data_fails_validation_and_keeps_production(first_run, dag, platform, sample_frame) -> None:  # type: ignore[no-untyped-def]
+    from co2.settings import Settings
+
+    version = production_version(platform)
+    broken = sample_frame.copy()
+    broken.loc[broken.index[::10], "M (kg)"] = -1.0
+    server = run_emulator(broken, Settings())
+    try:
+        states = run(dag, platform, server.url)
+    finally:
+        server.shutdown()
+    assert states["download"] == "success" and states["validate"] == "failed"
+    assert states["preprocess"] == states["register"] == "upstream_failed"
+    assert production_version(platform) == version
+    reports = sorted((platform["data_dir"] / "reports").glob("*/validation_*/validation.json"))
+    failed = [c for c in read_json(reports[-1])["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["range[M (kg)]"]
+    assert "outside, min -1.0" in failed[0]["observed"]
+
+
+def test_worse_challenger_is_registered_but_not_promoted(first_run, dag, platform, sample_frame) -> None:  # type: ignore[no-untyped-def]
+    from co2.settings import Settings
+
+    version = production_version(platform)
+    partial = sample_frame.sample(frac=0.2, random_state=7)  # an early, partial release of the year
+    server = run_emulator(partial, Settings())
+    try:
+        states = run(dag, platform, server.url, CO2_MIN_ROWS="100")
+    finally:
+        server.shutdown()
+    assert states["__run__"] == "success", states
+    assert production_version(platform) == version
+    client = MlflowClient(platform["mlflow_uri"])
+    newest = max(client.search_model_versions(f"name = '{platform['model_name']}'"), key=lambda v: int(v.version))
+    assert int(newest.version) > int(version)
+    assert newest.tags["co2.promoted"] == "false"
+    assert "challenger is not better" in newest.tags["co2.decision"]
+
+
+def test_forced_promotion_moves_production(first_run, dag, platform, sample_frame) -> None:  # type: ignore[no-untyped-def]
+    from co2.settings import Settings
+
+    version = production_version(platform)
+    partial = sample_frame.sample(frac=0.2, random_state=7)
+    server = run_emulator(partial, Settings())
+    try:
+        states = run(dag, platform, server.url, conf={"force_promotion": True}, CO2_MIN_ROWS="100")
+    finally:
+        server.shutdown()
+    assert states["__run__"] == "success", states
+    assert int(production_version(platform)) > int(version)
+    client = MlflowClient(platform["mlflow_uri"])
+    assert client.get_model_version(platform["model_name"], version).current_stage == "Archived"

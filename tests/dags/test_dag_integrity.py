@@ -1,0 +1,112 @@
+"""The DAG imports cleanly, has exactly the intended shape and policy, and does nothing at parse time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import PROJECT_DIR
+
+DAG_FILE = PROJECT_DIR / "dags" / "co2_retraining.py"
+TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(PROJECT_DIR / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):  # type: ignore[no-untyped-def]
+    return dagbag.get_dag("co2_retraining")
+
+
+def test_imports_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"co2_retraining"}
+
+
+def test_exactly_these_tasks_and_dependencies(dag) -> None:  # type: ignore[no-untyped-def]
+    assert set(dag.task_ids) == {"download", "validate", "preprocess", *TRAIN_TASKS, "compare", "register"}
+    downstream = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
+    assert downstream["download"] == {"validate"}
+    assert downstream["validate"] == {"preprocess"}
+    assert downstream["preprocess"] == {*TRAIN_TASKS, "compare", "register"}
+    for train in TRAIN_TASKS:
+        assert downstream[train] == {"compare"}
+    assert downstream["compare"] == {"register"}
+    assert downstream["register"] == set()
+    assert set(dag.get_task("compare").upstream_task_ids) == {"preprocess", *TRAIN_TASKS}
+
+
+def test_schedule_and_policy(dag) -> None:  # type: ignore[no-untyped-def]
+    assert dag.schedule == "0 0 1 */3 *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"co2", "retraining"} <= set(dag.tags)
+    assert dag.doc_md and "force_promotion" in dag.doc_md
+    assert set(dag.params.keys()) == {"years", "source", "force_promotion"}
+    assert dag.params["force_promotion"] is False
+
+
+def test_retries_where_a_retry_can_help(dag) -> None:  # type: ignore[no-untyped-def]
+    download = dag.get_task("download")
+    assert download.retries >= 2
+    assert download.retry_exponential_backoff
+    assert download.retry_delay >= timedelta(minutes=1)
+    assert dag.get_task("validate").retries == 0  # the data will not change on a retry
+    for task_id in (*TRAIN_TASKS, "preprocess", "compare", "register"):
+        assert dag.get_task(task_id).retries >= 2
+
+
+def test_every_task_has_a_docstring(dag) -> None:  # type: ignore[no-untyped-def]
+    for task in dag.tasks:
+        assert task.doc_md or task.python_callable.__doc__, task.task_id
+
+
+def test_nothing_heavy_or_networked_at_parse_time() -> None:
+    """Parse the file with the network cut and check no heavy module was imported."""
+    probe = textwrap.dedent(
+        f"""
+        import socket, sys, importlib.util
+        def refuse(*args, **kwargs):
+            raise AssertionError("network access at DAG parse time")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        before = set(sys.modules)
+        spec = importlib.util.spec_from_file_location("co2_retraining", {str(DAG_FILE)!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        heavy = {{"pandas", "sklearn", "mlflow", "co2.pipeline.train", "co2.model"}}
+        loaded = sorted(name for name in heavy if name in sys.modules and name not in before)
+        assert not loaded, f"imported at parse time: {{loaded}}"
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_no_airflow_2_leftovers() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--select",
+            "AIR3",
+            str(PROJECT_DIR / "dags"),
+            str(PROJECT_DIR / "plugins"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
