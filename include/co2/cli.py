@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     emulator = commands.add_parser("discodata-emulator", help="serve a CSV as a local discodata SQL service")
-    emulator.add_argument(
-        "--csv", type=Path, action="append", required=True, help="CSV with discodata column names (repeatable)"
-    )
+    source = emulator.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=Path, action="append", help="CSV with discodata column names (repeatable)")
+    source.add_argument("--db", type=Path, help="SQLite database with tables named as CO2_EEA_TABLES says")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument(
@@ -58,15 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from co2.emulator import Faults, serve
+    from co2.emulator import DiscodataDatabase, EmulatorServer, Faults
 
-    for path in args.csv:
+    for path in args.csv or [args.db]:
         if not path.is_file():
-            print(f"co2: no CSV at {path}: pass --csv with a file that has discodata column names", file=sys.stderr)
+            print(f"co2: no file at {path}: pass --csv (discodata column names) or --db (SQLite)", file=sys.stderr)
             return 2
-    server = serve(
-        args.csv, get_settings(), args.host, args.port, Faults(args.fail_mode, args.fail_count, args.delay_seconds)
-    )
+    db = DiscodataDatabase(str(args.db)) if args.db else DiscodataDatabase.from_csv(args.csv, get_settings())
+    server = EmulatorServer(db, args.host, args.port, Faults(args.fail_mode, args.fail_count, args.delay_seconds))
     log.info("emulator_listening", url=server.url, tables=",".join(server.db.tables()))
     try:
         server.serve_forever()

@@ -262,10 +262,3 @@ class EmulatorServer(ThreadingHTTPServer):
             handler.close_connection = True
             handler.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the connection drop
         return True
-
-
-def serve(
-    csv_paths: Iterable[Path], settings: Settings, host: str, port: int, faults: Faults | None = None
-) -> EmulatorServer:
-    """Build a server on the given CSV files (not started yet: call `serve_forever`)."""
-    return EmulatorServer(DiscodataDatabase.from_csv(csv_paths, settings), host, port, faults)

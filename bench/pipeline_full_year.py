@@ -1,0 +1,132 @@
+"""Benchmark: download → validate → preprocess → train on a realistic full year, on this machine.
+
+It generates a full year (about 10 M registrations, about 100k configurations; see
+generate_full_year.py) unless one exists, serves it with the local discodata server, starts an
+MLflow server, and runs each step in a fresh process so that its wall time and its own peak
+memory (max RSS) can be read. Baseline, measured in the same run: the same steps on the bundled
+real sample (4,000 registrations), so the ratios show how each step scales with the data.
+
+Targets: a full year in under 10 minutes on 2 cores, peak memory under 4 GB.
+
+    python bench/pipeline_full_year.py [--db bench/out/full_year.sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR / "include"))
+
+from co2 import local  # noqa: E402
+
+STEP = """
+import json, sys
+from pathlib import Path
+from co2.settings import Settings
+settings = Settings()
+step, arg = sys.argv[1], sys.argv[2]
+if step == "download":
+    from co2.pipeline.download import download
+    out = download(settings, [2021]).to_dict()
+elif step == "validate":
+    from co2.pipeline.validate import validate
+    out = validate(Path(arg), settings.reports_dir, min_rows=100).to_dict()
+elif step == "preprocess":
+    from co2.pipeline.preprocess import preprocess
+    out = preprocess(Path(arg), settings.processed_dir, test_fraction=0.2, split_salt="co2").to_dict()
+else:
+    from co2.pipeline.train import train_family
+    out = [c.to_dict() for c in train_family(step.removeprefix("train_"), Path(arg), settings)]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, object]:
+    """Wall seconds, peak RSS in GB of that process alone, and the step's result."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", STEP, step, arg], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{step} failed with exit code {process.returncode}")
+    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    return seconds, usage.ru_maxrss / 1024 / 1024, result
+
+
+def pipeline(emulator_db: Path | None, home: Path, mlflow_uri: str) -> dict[str, tuple[float, float]]:
+    port = local.free_port()
+    command = [local.executable("co2"), "discodata-emulator", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--db", str(emulator_db)] if emulator_db else ["--csv", str(local.SAMPLE_CSV)]
+    emulator = local.start("emulator", command, f"http://127.0.0.1:{port}/health", home / "emulator.log")
+    try:
+        emulator.wait_healthy(600)
+        env = {
+            "CO2_DISCODATA_URL": f"http://127.0.0.1:{port}",
+            "CO2_DATA_DIR": str(home / "data"),
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "CO2_HTTP_TIMEOUT_SECONDS": "600",
+        }
+        figures: dict[str, tuple[float, float]] = {}
+        seconds, peak, downloaded = run_step("download", "", env)
+        figures["download"] = (seconds, peak)
+        print(f"  download    {seconds:7.1f} s  {peak:5.2f} GB  rows={downloaded['rows']:,} registrations={downloaded['registrations']:,}")  # type: ignore[index]
+        seconds, peak, _ = run_step("validate", downloaded["snapshot_path"], env)  # type: ignore[index]
+        figures["validate"] = (seconds, peak)
+        print(f"  validate    {seconds:7.1f} s  {peak:5.2f} GB")
+        seconds, peak, processed = run_step("preprocess", downloaded["snapshot_path"], env)  # type: ignore[index]
+        figures["preprocess"] = (seconds, peak)
+        print(f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={processed['train_rows']:,} test={processed['test_rows']:,}")  # type: ignore[index]
+        for family in ("random_forest", "linear_regression", "knn"):
+            seconds, peak, candidates = run_step(f"train_{family}", processed["lineage_path"], env)  # type: ignore[index]
+            figures[f"train_{family}"] = (seconds, peak)
+            maes = ", ".join(f"{c['name']} MAE {c['mae_g_km']:.2f}" for c in candidates)  # type: ignore[union-attr]
+            print(f"  train_{family:<18} {seconds:7.1f} s  {peak:5.2f} GB  {maes}")
+        return figures
+    finally:
+        emulator.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", type=Path, default=PROJECT_DIR / "bench" / "out" / "full_year.sqlite")
+    args = parser.parse_args()
+    if not args.db.exists():
+        print(f"generating a full year into {args.db}")
+        subprocess.run([sys.executable, str(PROJECT_DIR / "bench" / "generate_full_year.py"), "--out", str(args.db)], check=True)
+    home = Path(tempfile.mkdtemp(prefix="co2-bench-"))
+    mlflow = local.start_mlflow(home, "127.0.0.1", local.free_port())
+    try:
+        mlflow.wait_healthy(180)
+        mlflow_uri = mlflow.health_url.removesuffix("/health")
+        print("baseline: the bundled real sample (4,000 registrations)")
+        baseline = pipeline(None, home / "baseline", mlflow_uri)
+        print("full year")
+        full = pipeline(args.db, home / "full", mlflow_uri)
+    finally:
+        mlflow.stop()
+    print(f"\n{'step':<24}{'full s':>9}{'sample s':>10}{'ratio':>8}{'full GB':>9}")
+    for step, (seconds, peak) in full.items():
+        print(f"{step:<24}{seconds:9.1f}{baseline[step][0]:10.1f}{seconds / baseline[step][0]:8.1f}{peak:9.2f}")
+    # In Airflow the three training tasks run in parallel; on 2 cores count them as sequential.
+    total = sum(seconds for seconds, _ in full.values())
+    peak = max(p for _, p in full.values())
+    print(f"\nfull year, steps in sequence: {total / 60:.1f} min (target 10 min: {total / 600:.2f} of it)")
+    print(f"largest peak memory of a step: {peak:.2f} GB (target 4 GB: {peak / 4:.2f} of it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
