@@ -53,7 +53,10 @@ def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, ob
     """Wall seconds, peak RSS in GB of that process alone, and the step's result."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-c", STEP, step, arg], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", STEP, step, arg],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     assert process.stdout is not None
     output = process.stdout.read().decode()
@@ -82,13 +85,17 @@ def pipeline(emulator_db: Path | None, home: Path, mlflow_uri: str) -> dict[str,
         figures: dict[str, tuple[float, float]] = {}
         seconds, peak, downloaded = run_step("download", "", env)
         figures["download"] = (seconds, peak)
-        print(f"  download    {seconds:7.1f} s  {peak:5.2f} GB  rows={downloaded['rows']:,} registrations={downloaded['registrations']:,}")  # type: ignore[index]
+        print(
+            f"  download    {seconds:7.1f} s  {peak:5.2f} GB  rows={downloaded['rows']:,} registrations={downloaded['registrations']:,}"
+        )  # type: ignore[index]
         seconds, peak, _ = run_step("validate", downloaded["snapshot_path"], env)  # type: ignore[index]
         figures["validate"] = (seconds, peak)
         print(f"  validate    {seconds:7.1f} s  {peak:5.2f} GB")
         seconds, peak, processed = run_step("preprocess", downloaded["snapshot_path"], env)  # type: ignore[index]
         figures["preprocess"] = (seconds, peak)
-        print(f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={processed['train_rows']:,} test={processed['test_rows']:,}")  # type: ignore[index]
+        print(
+            f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={processed['train_rows']:,} test={processed['test_rows']:,}"
+        )  # type: ignore[index]
         for family in ("random_forest", "linear_regression", "knn"):
             seconds, peak, candidates = run_step(f"train_{family}", processed["lineage_path"], env)  # type: ignore[index]
             figures[f"train_{family}"] = (seconds, peak)
@@ -105,7 +112,9 @@ def main() -> int:
     args = parser.parse_args()
     if not args.db.exists():
         print(f"generating a full year into {args.db}")
-        subprocess.run([sys.executable, str(PROJECT_DIR / "bench" / "generate_full_year.py"), "--out", str(args.db)], check=True)
+        subprocess.run(
+            [sys.executable, str(PROJECT_DIR / "bench" / "generate_full_year.py"), "--out", str(args.db)], check=True
+        )
     home = Path(tempfile.mkdtemp(prefix="co2-bench-"))
     mlflow = local.start_mlflow(home, "127.0.0.1", local.free_port())
     try:
