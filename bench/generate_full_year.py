@@ -88,7 +88,8 @@ def write_database(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, tab
     listed = ", ".join(f"[{c}]" for c in COLUMNS)
     conn.execute(f"CREATE TABLE [{table}] AS SELECT {listed} FROM __configurations WHERE 0")
     conn.execute(
-        f"WITH RECURSIVE copy(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM copy WHERE i < (SELECT MAX(__n) FROM __configurations)) "
+        "WITH RECURSIVE copy(i) AS "
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM copy WHERE i < (SELECT MAX(__n) FROM __configurations)) "
         f"INSERT INTO [{table}] SELECT {listed} FROM __configurations JOIN copy ON copy.i <= __configurations.__n"
     )
     conn.execute("DROP TABLE __configurations")
