@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
@@ -49,7 +50,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, object]:
+def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, Any]:
     """Wall seconds, peak RSS in GB of that process alone, and the step's result."""
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -85,21 +86,19 @@ def pipeline(emulator_db: Path | None, home: Path, mlflow_uri: str) -> dict[str,
         figures: dict[str, tuple[float, float]] = {}
         seconds, peak, downloaded = run_step("download", "", env)
         figures["download"] = (seconds, peak)
-        print(
-            f"  download    {seconds:7.1f} s  {peak:5.2f} GB  rows={downloaded['rows']:,} registrations={downloaded['registrations']:,}"
-        )  # type: ignore[index]
-        seconds, peak, _ = run_step("validate", downloaded["snapshot_path"], env)  # type: ignore[index]
+        rows, registrations = downloaded["rows"], downloaded["registrations"]
+        print(f"  download    {seconds:7.1f} s  {peak:5.2f} GB  rows={rows:,} registrations={registrations:,}")
+        seconds, peak, _ = run_step("validate", downloaded["snapshot_path"], env)
         figures["validate"] = (seconds, peak)
         print(f"  validate    {seconds:7.1f} s  {peak:5.2f} GB")
-        seconds, peak, processed = run_step("preprocess", downloaded["snapshot_path"], env)  # type: ignore[index]
+        seconds, peak, processed = run_step("preprocess", downloaded["snapshot_path"], env)
         figures["preprocess"] = (seconds, peak)
-        print(
-            f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={processed['train_rows']:,} test={processed['test_rows']:,}"
-        )  # type: ignore[index]
+        train_rows, test_rows = processed["train_rows"], processed["test_rows"]
+        print(f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={train_rows:,} test={test_rows:,}")
         for family in ("random_forest", "linear_regression", "knn"):
-            seconds, peak, candidates = run_step(f"train_{family}", processed["lineage_path"], env)  # type: ignore[index]
+            seconds, peak, candidates = run_step(f"train_{family}", processed["lineage_path"], env)
             figures[f"train_{family}"] = (seconds, peak)
-            maes = ", ".join(f"{c['name']} MAE {c['mae_g_km']:.2f}" for c in candidates)  # type: ignore[union-attr]
+            maes = ", ".join(f"{c['name']} MAE {c['mae_g_km']:.2f}" for c in candidates)
             print(f"  train_{family:<18} {seconds:7.1f} s  {peak:5.2f} GB  {maes}")
         return figures
     finally:
