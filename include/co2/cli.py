@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--emulator-port", type=int, default=get_settings().emulator_port)
     run.set_defaults(handler=_run)
 
+    serve = commands.add_parser("serve", help="start the prediction service (FastAPI, uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_serve)
+
     registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")
     registry.set_defaults(handler=_registry)
 
@@ -131,6 +136,15 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for process in reversed(started):
             process.stop()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.main import create_app
+
+    uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -103,8 +103,14 @@ class CarFeatures(TransformerMixin, BaseEstimator):
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> CarFeatures:
         self.co2_per_litre_: dict[str, float] = dict(CO2_PER_FUEL_LITRE_G_KM)
+        frame = self._inputs(X)
+        # the 0.1 % and 99.9 % quantiles of each input: what the model has seen (a drift signal)
+        self.input_ranges_: dict[str, list[float]] = {
+            name: [float(frame[name].quantile(0.001)), float(frame[name].quantile(0.999))]
+            for name in col.NUMERIC_FEATURES
+            if frame[name].notna().any()
+        }
         if y is not None:
-            frame = self._inputs(X)
             target = np.asarray(y, dtype=np.float64)
             usable = (
                 frame["fuel_consumption_l_100km"].gt(0).to_numpy()

@@ -1,0 +1,62 @@
+"""Dependencies of the routes: the settings, the model in production, the API key check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
+
+from co2.settings import Settings
+from serving.batching import Batcher
+from serving.registry import LoadedModel, ModelFollower
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when CO2_API_KEYS is set")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_follower(request: Request) -> ModelFollower:
+    follower: ModelFollower = request.app.state.follower
+    return follower
+
+
+def get_batcher(request: Request) -> Batcher:
+    batcher: Batcher = request.app.state.batcher
+    return batcher
+
+
+def get_current_model(follower: Annotated[ModelFollower, Depends(get_follower)]) -> LoadedModel:
+    model = follower.current
+    if model is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "no production model is loaded yet; the service is waiting for one (see /ready)",
+        )
+    return model
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)], api_key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    """Open when no keys are configured; otherwise 401 without a key, 403 with a wrong one."""
+    if not settings.api_keys:
+        return
+    if not api_key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send it in the X-API-Key header",
+            {"WWW-Authenticate": "APIKey"},
+        )
+    if not any(secrets.compare_digest(api_key.encode(), key.encode()) for key in settings.api_keys):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the API key is not valid")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+FollowerDep = Annotated[ModelFollower, Depends(get_follower)]
+CurrentModel = Annotated[LoadedModel, Depends(get_current_model)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]

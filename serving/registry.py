@@ -1,0 +1,158 @@
+"""Follow the registry: find the production version, load it off the request path, check it, swap it in.
+
+The current model is one reference, replaced in a single assignment: a request reads it once and
+predicts with that model from start to end, so a swap never mixes versions and never fails a
+request. A version that cannot be loaded or checked is refused and reported; the previous model
+keeps serving. When the registry cannot be reached, the last good model keeps serving too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from co2 import columns as col
+from co2.logs import get_logger
+from co2.mlflow_utils import current_production, mlflow_client
+from co2.settings import Settings
+from serving import metrics
+
+log = get_logger("co2.serving.registry")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    run_id: str | None
+    model: Any
+    loaded_at: datetime
+    metrics: dict[str, float]
+    lineage: dict[str, str]
+    input_ranges: dict[str, list[float]]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.model.predict(frame), dtype=np.float64)
+
+
+@dataclass
+class RegistryState:
+    """What the service knows about the registry, for /ready and the metrics."""
+
+    last_success: float | None = None
+    reachable: bool = False
+    last_error: str | None = None
+    refused_versions: dict[str, str] = field(default_factory=dict)
+
+
+class ModelFollower:
+    """Holds the current model and polls the registry for the production version."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.current: LoadedModel | None = None
+        self.state = RegistryState()
+        metrics.REGISTRY_SECONDS_SINCE_POLL.set_function(self.seconds_since_poll)
+
+    def seconds_since_poll(self) -> float:
+        if self.state.last_success is None:
+            return float("inf")
+        return time.time() - self.state.last_success
+
+    def stale(self) -> bool:
+        """The registry was not reached for three poll intervals."""
+        return self.seconds_since_poll() > 3 * self.settings.poll_seconds
+
+    def poll_once(self) -> None:
+        """One look at the registry; loads and swaps in a new production version if there is one."""
+        try:
+            client = mlflow_client(self.settings)
+            version = current_production(client, self.settings)
+        except Exception as exc:  # unreachable, or answering errors: keep serving what we have
+            self.state.reachable = False
+            self.state.last_error = f"registry unreachable: {type(exc).__name__}"
+            metrics.REGISTRY_UP.set(0)
+            log.warning("registry_poll_failed", error=str(exc)[:300])
+            return
+        self.state.reachable = True
+        self.state.last_success = time.time()
+        metrics.REGISTRY_UP.set(1)
+        if version is None:
+            self.state.last_error = f"no version of {self.settings.model_name} is in {self.settings.model_alias}"
+            return
+        current = self.current
+        if current is not None and current.version == str(version.version):
+            return
+        if str(version.version) in self.state.refused_versions:
+            return  # already tried and refused; a new promotion will change the version
+        try:
+            loaded = self._load(client, version)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.state.refused_versions[str(version.version)] = reason
+            self.state.last_error = f"version {version.version} refused: {reason}"
+            metrics.MODEL_LOAD_FAILURES.inc()
+            log.error("model_refused", version=version.version, reason=reason)
+            return
+        self.current = loaded  # the swap: one reference assignment
+        self.state.last_error = None
+        metrics.MODEL_LOADS.inc()
+        metrics.set_model_info(loaded.name, loaded.version, loaded.run_id or "")
+        log.info(
+            "model_swapped_in",
+            version=loaded.version,
+            previous=current.version if current else None,
+            mae_g_km=loaded.metrics.get("mae_g_km"),
+        )
+
+    def _load(self, client: Any, version: Any) -> LoadedModel:
+        import mlflow.artifacts
+        import mlflow.sklearn
+        from mlflow.models import Model
+
+        uri = f"models:/{self.settings.model_name}/{version.version}"
+        with tempfile.TemporaryDirectory(prefix="co2-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            model = mlflow.sklearn.load_model(local)
+            example = Model.load(local).load_input_example(local)
+        if example is None:
+            raise ValueError("the model has no input example to check it with")
+        frame = pd.DataFrame(example).reindex(columns=col.MODEL_INPUT_COLUMNS)
+        predicted = np.asarray(model.predict(frame), dtype=np.float64)
+        if predicted.shape != (len(frame),) or not np.isfinite(predicted).all() or (predicted < 0).any():
+            raise ValueError(f"the model's predictions on its own input example are not sane: {predicted[:5]}")
+        tags = version.tags or {}
+        features = getattr(model, "named_steps", {}).get("features")
+        return LoadedModel(
+            name=self.settings.model_name,
+            version=str(version.version),
+            run_id=version.run_id,
+            model=model,
+            loaded_at=datetime.now(UTC),
+            metrics={
+                k.removeprefix("co2."): float(v)
+                for k, v in tags.items()
+                if k in ("co2.mae_g_km", "co2.rmse_g_km", "co2.r2")
+            },
+            lineage={
+                k.removeprefix("co2."): v
+                for k, v in tags.items()
+                if k.endswith("sha256") or k in ("co2.years", "co2.source_url", "co2.candidate")
+            },
+            input_ranges=dict(getattr(features, "input_ranges_", {}) or {}),
+        )
+
+    async def run(self) -> None:
+        """Poll forever (the lifespan cancels it), off the event loop."""
+        while True:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.poll_once)
+            await asyncio.sleep(self.settings.poll_seconds)

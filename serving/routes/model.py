@@ -1,0 +1,25 @@
+"""What is being served."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serving.deps import CurrentModel, SettingsDep
+from serving.schemas import ModelInfo
+
+router = APIRouter(tags=["model"])
+
+
+@router.get("/model", response_model=ModelInfo)
+async def model_info(model: CurrentModel, settings: SettingsDep) -> ModelInfo:
+    """The production model being served: version, run, metrics, training data lineage."""
+    return ModelInfo(
+        model_name=model.name,
+        model_version=model.version,
+        run_id=model.run_id,
+        alias=settings.model_alias,
+        loaded_at=model.loaded_at.isoformat(),
+        metrics=model.metrics,
+        lineage=model.lineage,
+        input_ranges=model.input_ranges,
+    )

@@ -1,0 +1,102 @@
+"""Predictions: one car, a batch of cars as JSON, or a CSV upload."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from co2 import columns as col
+from serving import metrics
+from serving.deps import BatcherDep, CurrentModel, require_api_key
+from serving.registry import LoadedModel
+from serving.schemas import MAX_BATCH_CARS, BatchItem, BatchPrediction, BatchRequest, Car, Prediction
+
+router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[Depends(require_api_key)])
+CSV_MAX_BYTES = 20 * 1024 * 1024
+
+
+def _record(model: LoadedModel, frame: pd.DataFrame, values: np.ndarray, response: Response) -> None:
+    """Metrics and headers every prediction answer carries."""
+    metrics.PREDICTIONS.inc(len(values))
+    for value in values:
+        metrics.PREDICTED_CO2.observe(float(value))
+    for feature, (low, high) in model.input_ranges.items():
+        if feature in frame:
+            given = frame[feature].to_numpy(dtype=np.float64, na_value=np.nan)
+            outside = int(((given < low) | (given > high)).sum())
+            if outside:
+                metrics.OUT_OF_RANGE.labels(feature=feature).inc(outside)
+    response.headers["X-Model-Name"] = model.name
+    response.headers["X-Model-Version"] = model.version
+
+
+@router.post("", response_model=Prediction, summary="Predict one car's WLTP CO2")
+async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentModel) -> Prediction:
+    """Predict the WLTP CO2 of one car with the production model."""
+    row = car.model_dump()
+    value, model = await batcher.predict(row)
+    _record(model, pd.DataFrame([row]), np.array([value]), response)
+    return Prediction(co2_wltp_g_km=round(value, 2), model_name=model.name, model_version=model.version)
+
+
+async def _predict_frame(frame: pd.DataFrame, model: LoadedModel, response: Response) -> BatchPrediction:
+    values = await asyncio.to_thread(model.predict, frame)
+    _record(model, frame, values, response)
+    return BatchPrediction(
+        predictions=[BatchItem(co2_wltp_g_km=round(float(v), 2)) for v in values],
+        model_name=model.name,
+        model_version=model.version,
+    )
+
+
+def _frame(cars: list[Car]) -> pd.DataFrame:
+    return pd.DataFrame.from_records([car.model_dump() for car in cars], columns=col.MODEL_INPUT_COLUMNS)
+
+
+@router.post("/batch", response_model=BatchPrediction, summary=f"Predict up to {MAX_BATCH_CARS:,} cars")
+async def predict_batch(body: BatchRequest, response: Response, model: CurrentModel) -> BatchPrediction:
+    """Predict many cars in one vectorised call; answers are in the order of the request."""
+    return await _predict_frame(_frame(body.cars), model, response)
+
+
+@router.post("/batch/csv", response_model=BatchPrediction, summary="Predict the cars of a CSV file")
+async def predict_csv(
+    response: Response,
+    model: CurrentModel,
+    file: Annotated[UploadFile, File(description="CSV with a header: the JSON field names, or the EEA's column names")],
+) -> BatchPrediction:
+    """Predict every row of an uploaded CSV (same fields as /predict/batch, or EEA column names)."""
+    content = await file.read(CSV_MAX_BYTES + 1)
+    if len(content) > CSV_MAX_BYTES:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"CSV larger than {CSV_MAX_BYTES // 2**20} MiB")
+    try:
+        table = pd.read_csv(io.BytesIO(content))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestValidationError([_error(["body", "file"], f"not a readable CSV: {exc}")]) from None
+    table = table.rename(columns={**col.SOURCE_TO_DOMAIN, "Mk": col.MAKE})
+    missing = [name for name in (col.FUEL_TYPE,) if name not in table.columns]
+    unknown = [str(name) for name in table.columns if name not in col.MODEL_INPUT_COLUMNS]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unknown column(s) {', '.join(unknown)}; allowed: {', '.join(col.MODEL_INPUT_COLUMNS)}")
+        raise RequestValidationError([_error(["body", "file"], "; ".join(problems))])
+    records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+    try:
+        body = BatchRequest.model_validate({"cars": records})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    return await _predict_frame(_frame(body.cars), model, response)
+
+
+def _error(loc: list[Any], message: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": message, "type": "value_error"}
