@@ -86,13 +86,31 @@ def main() -> int:
         os.environ.update(env)
         test = train_and_promote(uri, home)
         car = {k: v for k, v in test[col.MODEL_INPUT_COLUMNS].iloc[0].items() if pd.notna(v)}
-        cars = [{k: v for k, v in row.items() if pd.notna(v)} for row in test[col.MODEL_INPUT_COLUMNS].sample(1000, replace=True, random_state=0).to_dict(orient="records")]
+        cars = [
+            {k: v for k, v in row.items() if pd.notna(v)}
+            for row in test[col.MODEL_INPUT_COLUMNS]
+            .sample(1000, replace=True, random_state=0)
+            .to_dict(orient="records")
+        ]
 
         base_port, ours_port = local.free_port(), local.free_port()
         baseline = local.start(
             "mlflow-models-serve",
-            [local.executable("mlflow"), "models", "serve", "-m", "models:/co2-emissions@production", "--env-manager", "local",
-             "--host", "127.0.0.1", "-p", str(base_port), "-w", "1"],
+            [
+                local.executable("mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/co2-emissions@production",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(base_port),
+                "-w",
+                "1",
+            ],
             f"http://127.0.0.1:{base_port}/ping",
             home / "baseline.log",
             env,
@@ -109,9 +127,14 @@ def main() -> int:
         baseline.wait_healthy(180)
         ours.wait_healthy(180)
         # same answers before measuring speed
-        theirs = httpx.post(f"http://127.0.0.1:{base_port}/invocations", json={"dataframe_records": cars[:20]}).json()["predictions"]
+        theirs = httpx.post(f"http://127.0.0.1:{base_port}/invocations", json={"dataframe_records": cars[:20]}).json()[
+            "predictions"
+        ]
         mine = httpx.post(f"http://127.0.0.1:{ours_port}/predict/batch", json={"cars": cars[:20]}).json()["predictions"]
-        assert all(abs(a - b["co2_wltp_g_km"]) < 0.01 for a, b in zip(theirs, mine, strict=True)), (theirs[:3], mine[:3])
+        assert all(abs(a - b["co2_wltp_g_km"]) < 0.01 for a, b in zip(theirs, mine, strict=True)), (
+            theirs[:3],
+            mine[:3],
+        )
 
         rows = []
         for label, connections, their_body, our_body, our_path in [
@@ -124,12 +147,19 @@ def main() -> int:
             b = wrk(f"http://127.0.0.1:{base_port}/invocations", their_body, connections, args.seconds, home)
             o = wrk(f"http://127.0.0.1:{ours_port}{our_path}", our_body, connections, args.seconds, home)
             rows.append((label, connections, b, o))
-        print(f"\n{'request':<11}{'conc':>5} | {'mlflow serve rps':>16}{'p50 ms':>8}{'p99 ms':>8} | {'co2 serve rps':>13}{'p50 ms':>8}{'p99 ms':>8} | {'rps ratio':>9}")
+        print(
+            f"\n{'request':<11}{'conc':>5} | {'mlflow serve rps':>16}{'p50 ms':>8}{'p99 ms':>8} | "
+            f"{'co2 serve rps':>13}{'p50 ms':>8}{'p99 ms':>8} | {'rps ratio':>9}"
+        )
         for label, connections, b, o in rows:
             print(
                 f"{label:<11}{connections:>5} | {b['rps']:>16.1f}{b['p50_ms']:>8.1f}{b['p99_ms']:>8.1f} | "
                 f"{o['rps']:>13.1f}{o['p50_ms']:>8.1f}{o['p99_ms']:>8.1f} | {o['rps'] / b['rps']:>8.2f}x"
-                + (f"  (non-2xx: baseline {b['errors']:.0f}, ours {o['errors']:.0f})" if b["errors"] or o["errors"] else "")
+                + (
+                    f"  (non-2xx: baseline {b['errors']:.0f}, ours {o['errors']:.0f})"
+                    if b["errors"] or o["errors"]
+                    else ""
+                )
             )
     finally:
         for process in reversed(processes):
@@ -141,8 +171,8 @@ def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
     """The pipeline's own steps on the bundled sample, then promotion of a RandomForest with the make."""
     import mlflow
 
-    from co2.model import build_model, fit
     from co2.mlflow_utils import log_model
+    from co2.model import build_model, fit
     from co2.pipeline.download import download
     from co2.pipeline.preprocess import preprocess
     from co2.settings import Settings
@@ -157,7 +187,9 @@ def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
         emulator.stop()
     splits = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
     train, test = pd.read_parquet(splits.train_path), pd.read_parquet(splits.test_path)
-    model = fit(build_model("random_forest", True), train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], train[col.REGISTRATIONS])
+    model = fit(
+        build_model("random_forest", True), train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], train[col.REGISTRATIONS]
+    )
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run():
         model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))

@@ -89,8 +89,7 @@ def settings(tmp_path: Path) -> Settings:
 def run_emulator(frame: pd.DataFrame, settings: Settings) -> EmulatorServer:
     """An emulator serving `frame` (discodata columns, with `Year`) in a background thread."""
     db = DiscodataDatabase()
-    for year, rows in frame.groupby("Year"):
-        db.append(settings.table_for(int(str(year))), rows)
+    db.append_by_year(frame, settings)
     server = EmulatorServer(db, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -93,11 +93,15 @@ class DiscodataDatabase:
             for chunk in pd.read_csv(csv_path, low_memory=False, chunksize=500_000):
                 if "Year" not in chunk.columns:
                     raise ValueError(f"{csv_path} has no 'Year' column: the emulator needs it to pick each row's table")
-                for year, rows in chunk.groupby("Year"):
-                    db.append(settings.table_for(int(str(year))), rows)
+                db.append_by_year(chunk, settings)
         for table in db.tables():
             log.info("emulator_table_loaded", table=table, rows=db.count(table))
         return db
+
+    def append_by_year(self, rows: pd.DataFrame, settings: Settings) -> None:
+        """Each row into the table the settings name for its `Year`."""
+        for year, of_year in rows.groupby("Year"):
+            self.append(settings.table_for(int(str(year))), of_year)
 
     def append(self, table: str, rows: pd.DataFrame) -> None:
         with self._lock:

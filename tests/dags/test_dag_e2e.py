@@ -209,3 +209,52 @@ def test_forced_promotion_moves_production(first_run, dag, platform, sample_fram
     assert int(production_version(platform)) > int(version)
     client = MlflowClient(platform["mlflow_uri"])
     assert client.get_model_version(platform["model_name"], version).current_stage == "Archived"
+
+
+def test_tasks_send_their_figures_to_statsd(first_run, platform, emulator, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    """`airflow dags test` with `[metrics] statsd_on`: the pipeline's own figures reach a UDP listener."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_DIR
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    env = {
+        **os.environ,
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.getsockname()[1]),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "CO2_DISCODATA_URL": emulator.url,
+        "MLFLOW_TRACKING_URI": platform["mlflow_uri"],
+        "CO2_DATA_DIR": str(platform["data_dir"]),
+        "CO2_MODEL_NAME": platform["model_name"],
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "co2_retraining"],
+        env=env,
+        cwd=PROJECT_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names: set[str] = set()
+    while process.poll() is None:
+        try:
+            names.add(listener.recv(65536).decode().split(":")[0])
+        except TimeoutError:
+            continue
+    listener.close()
+    assert process.returncode == 0
+    for expected in (
+        "airflow.co2.download.rows",
+        "airflow.co2.download.registrations",
+        "airflow.co2.validate.failures",
+        "airflow.co2.train.random_forest.rmse_g_km",
+        "airflow.co2.train.knn_with_make.mae_g_km",
+        "airflow.co2.register.promoted",
+        "airflow.co2.register.production_version",
+    ):
+        assert expected in names, sorted(n for n in names if ".co2." in n)

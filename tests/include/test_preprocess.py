@@ -13,7 +13,7 @@ from co2.files import read_json
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import configuration_bucket, preprocess, to_domain
 from co2.settings import Settings
-from co2.vocabulary import normalise_make
+from co2.vocabulary import FUEL_TYPES, normalise_make
 
 
 @pytest.mark.parametrize(
@@ -48,18 +48,8 @@ def processed(settings: Settings, emulator_url: str) -> tuple[pd.DataFrame, pd.D
 
 def test_vocabulary_is_normalised(processed: tuple[pd.DataFrame, pd.DataFrame, dict]) -> None:
     both = pd.concat(processed[:2])
-    assert set(both[col.FUEL_TYPE]) <= {
-        "petrol",
-        "diesel",
-        "petrol/electric",
-        "diesel/electric",
-        "electric",
-        "lpg",
-        "ng",
-        "ng-biomethane",
-        "e85",
-        "hydrogen",
-    }
+    assert set(both[col.FUEL_TYPE]) <= set(FUEL_TYPES) - {"unknown"}
+    assert {"petrol", "diesel", "petrol/electric", "electric"} <= set(both[col.FUEL_TYPE])
     makes = set(both[col.MAKE])
     assert "VOLKSWAGEN" in makes and "SKODA" in makes
     assert not makes & {"VW", "VOLKSWAGEN, VW", "ŠKODA", "Skoda", "Hyundai", "MERCEDES BENZ"}
