@@ -260,14 +260,24 @@ def supports_sample_weight(family: str) -> bool:
     return family != "knn"
 
 
-def build_model(family: str, with_make: bool, seed: int = 42) -> Pipeline:
+# Rows per leaf of the random forest grow with the data, so that a full year (~100k
+# configurations) trains in minutes and in bounded memory instead of growing ~10^5 leaves a tree.
+ROWS_PER_UNIT_LEAF = 20_000
+
+
+def build_model(family: str, with_make: bool, seed: int = 42, train_rows: int = 0) -> Pipeline:
     """One candidate: the shared features and preprocessing, then the family's regressor."""
     numeric_steps: list[Any] = [SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()]
     log_target = False
     regressor: Any
     if family == "random_forest":
         regressor = RandomForestRegressor(
-            n_estimators=100, max_features=0.5, bootstrap=False, min_samples_leaf=1, n_jobs=1, random_state=seed
+            n_estimators=100,
+            max_features=0.5,
+            bootstrap=False,
+            min_samples_leaf=max(1, train_rows // ROWS_PER_UNIT_LEAF),
+            n_jobs=1,
+            random_state=seed,
         )
     elif family == "linear_regression":
         # Least squares with a light ridge penalty, on splines of the features, fitting log CO2.

@@ -64,7 +64,7 @@ def train_family(
     candidates = []
     for with_make in (False, True):
         name = f"{family}{'_with_make' if with_make else ''}"
-        model = build_model(family, with_make, settings.random_seed)
+        model = build_model(family, with_make, settings.random_seed, train_rows=len(train))
         weights = train[col.REGISTRATIONS] if supports_sample_weight(family) else None
         log.info("train_started", candidate=name, train_rows=len(train))
         started = time.perf_counter()
