@@ -82,7 +82,8 @@ def main() -> int:
         processes.append(mlflow)
         mlflow.wait_healthy(180)
         uri = mlflow.health_url.removesuffix("/health")
-        env = {"MLFLOW_TRACKING_URI": uri}
+        # `mlflow models serve` runs `uvicorn` from PATH: this environment's
+        env = {"MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         os.environ.update(env)
         test = train_and_promote(uri, home)
         car = {k: v for k, v in test[col.MODEL_INPUT_COLUMNS].iloc[0].items() if pd.notna(v)}

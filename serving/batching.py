@@ -1,8 +1,10 @@
 """Dynamic batching: concurrent single-car requests share one vectorised model call.
 
 A model call costs about the same for 1 car as for 30 (the work is per call, in Python, not per
-row), so under load the service gathers what arrives within a millisecond or two and predicts it
-at once. Each request gets its own answer and the version of the model that computed it.
+row), so the service predicts everything that is waiting in one call. Nothing waits on purpose:
+while one call runs, the requests that arrive queue up and form the next batch, so a lone request
+is answered at once and a busy service batches by itself. Each request gets its own answer and
+the version of the model that computed it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(self, follower: ModelFollower, max_batch: int = 64, max_wait_seconds: float = 0.002) -> None:
+    def __init__(self, follower: ModelFollower, max_batch: int = 256) -> None:
         self.follower = follower
         self.max_batch = max_batch
-        self.max_wait_seconds = max_wait_seconds
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
 
     async def predict(self, row: dict[str, object]) -> tuple[float, LoadedModel]:
@@ -35,18 +36,15 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        """Forever: take what is waiting (up to max_batch), predict it in a worker thread, answer."""
+        """Forever: take what is waiting (up to max_batch), predict it in one call, answer each.
+
+        The call runs on the event loop: it takes a few milliseconds, and a thread hop would only
+        add the cost of passing the interpreter lock back and forth with the request parsing.
+        """
         while True:
             batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.max_wait_seconds
-            while len(batch) < self.max_batch:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0 and self._queue.empty():
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), max(timeout, 0)))
-                except TimeoutError:
-                    break
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             model = self.follower.current
             if model is None:
                 for item in batch:
@@ -54,7 +52,7 @@ class Batcher:
                 continue
             frame = pd.DataFrame.from_records([item.row for item in batch], columns=col.MODEL_INPUT_COLUMNS)
             try:
-                values = await asyncio.to_thread(model.predict, frame)
+                values = model.predict(frame)
             except Exception as exc:
                 for item in batch:
                     if not item.future.done():

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from co2.logs import get_logger
 from co2.settings import Settings, get_settings
@@ -21,6 +22,33 @@ from serving.registry import ModelFollower
 from serving.routes import health, model, predict
 
 log = get_logger("co2.serving")
+
+
+class RequestMetrics:
+    """Requests and latency by route template, method and status (plain ASGI: cheap per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_observe)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
+            metrics.LATENCY.labels(route=route, method=scope["method"]).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,19 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
-            metrics.LATENCY.labels(route=route, method=request.method).observe(time.perf_counter() - started)
-
+    app.add_middleware(RequestMetrics)
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)

@@ -16,6 +16,7 @@ prediction service answer alike.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -240,7 +241,7 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         out = np.zeros(len(X), dtype=np.float64)
         emits = X[ZERO_EMISSION].to_numpy() == 0
         if emits.any():
-            predicted = self.regressor_.predict(X[emits])
+            predicted = fast_predict(self.regressor_, X[emits])
             out[emits] = np.maximum(np.exp(predicted) if self.log_target else predicted, 0.0)
         physics = X[PHYSICS_CO2].to_numpy(dtype=np.float64)
         # Fuel x carbon is exact when the fuel consumption is a WLTP figure. A figure on another
@@ -253,6 +254,85 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         use_physics = emits & ~np.isnan(physics) & agrees
         out[use_physics] = physics[use_physics]
         return out
+
+
+def fast_predict(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
+    """`pipeline.predict(X)` without scikit-learn's per-call overhead, where its shape allows.
+
+    A prediction request carries one car: then the validation, pandas handling and per-tree
+    dispatch of the generic path cost ~10 ms against ~0.5 ms of arithmetic. For the encoder and
+    regressors built by `build_model` this computes the same numbers directly from the fitted
+    parameters; anything else (the spline step of the linear family) takes the generic path.
+    """
+    encode, regressor = pipeline.named_steps["encode"], pipeline.named_steps["regressor"]
+    encoded = _fast_encode(encode, X)
+    if encoded is None:
+        return np.asarray(pipeline.predict(X), dtype=np.float64)
+    if isinstance(regressor, RandomForestRegressor):
+        rows = np.ascontiguousarray(encoded, dtype=np.float32)  # what the trees were grown on
+        total = np.zeros(len(rows), dtype=np.float64)
+        for tree in regressor.estimators_:
+            total += tree.tree_.predict(rows).reshape(len(rows), -1)[:, 0]
+        return total / len(regressor.estimators_)
+    return np.asarray(regressor.predict(encoded), dtype=np.float64)
+
+
+def _fast_encode(encode: ColumnTransformer, X: pd.DataFrame) -> np.ndarray | None:
+    blocks: list[np.ndarray] = []
+    for name, transformer, columns in encode.transformers_:
+        if name == "remainder":
+            if transformer == "drop":
+                continue
+            return None
+        if isinstance(transformer, OneHotEncoder):
+            blocks.append(_one_hot(transformer, X[columns].to_numpy(dtype=object)))
+            continue
+        values = X[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        if isinstance(transformer, MissingIndicator) and transformer.features == "all":
+            blocks.append(np.isnan(values).astype(np.float64))
+            continue
+        steps = [step for _, step in transformer.steps] if isinstance(transformer, Pipeline) else [transformer]
+        for step in steps:
+            if isinstance(step, SimpleImputer) and not step.add_indicator:
+                fill = np.nan_to_num(step.statistics_, nan=0.0)  # keep_empty_features imputes 0
+                values = np.where(np.isnan(values), fill, values)
+            elif isinstance(step, StandardScaler) and step.with_mean and step.with_std:
+                values = (values - step.mean_) / step.scale_
+            else:
+                return None
+        blocks.append(values)
+    return np.hstack(blocks)
+
+
+_ONE_HOT_LAYOUTS: weakref.WeakKeyDictionary[OneHotEncoder, list[tuple[dict[object, int], int | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _one_hot(encoder: OneHotEncoder, values: np.ndarray) -> np.ndarray:
+    """OneHotEncoder(handle_unknown="infrequent_if_exist").transform by lookup: each feature's
+    frequent categories in order, then its infrequent column (also where unknown values go)."""
+    layout = _ONE_HOT_LAYOUTS.get(encoder)
+    if layout is None:
+        layout, offset = [], 0
+        infrequent = getattr(encoder, "infrequent_categories_", [None] * len(encoder.categories_))
+        for categories, rare in zip(encoder.categories_, infrequent, strict=True):
+            rare_set = set() if rare is None else set(rare.tolist())
+            frequent = [c for c in categories.tolist() if c not in rare_set]
+            columns = {c: offset + i for i, c in enumerate(frequent)}
+            rare_column = offset + len(frequent) if rare_set else None
+            columns.update(dict.fromkeys(rare_set, rare_column))
+            layout.append((columns, rare_column))
+            offset += len(frequent) + (1 if rare_set else 0)
+        _ONE_HOT_LAYOUTS[encoder] = layout
+    width = sum(len({v for v in columns.values() if v is not None}) for columns, _ in layout)
+    out = np.zeros((len(values), width), dtype=np.float64)
+    for feature, (columns, rare_column) in enumerate(layout):
+        for row, value in enumerate(values[:, feature]):
+            column = columns.get(value, rare_column)
+            if column is not None:
+                out[row, column] = 1.0
+    return out
 
 
 def supports_sample_weight(family: str) -> bool:

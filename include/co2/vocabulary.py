@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -67,11 +68,9 @@ _PUNCTUATION = re.compile(r"[.,;/_]+")
 _SPACES = re.compile(r"\s+")
 
 
-def normalise_make(make: object) -> str | None:
-    """`VOLKSWAGEN, VW` / `VW` -> `VOLKSWAGEN`, `ŠKODA` / `?KODA` / `Skoda` -> `SKODA`."""
-    if make is None or (isinstance(make, float) and np.isnan(make)) or make is pd.NA:
-        return None
-    text = unicodedata.normalize("NFKD", str(make))
+@lru_cache(maxsize=4096)
+def _normalise_make_text(text: str) -> str | None:
+    text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).upper()
     text = text.replace("?", "")  # a character lost in a legacy encoding: ?KODA
     text = _SPACES.sub(" ", _PUNCTUATION.sub(" ", text)).strip()
@@ -80,16 +79,31 @@ def normalise_make(make: object) -> str | None:
     return MAKE_ALIASES.get(text, text)
 
 
+def normalise_make(make: object) -> str | None:
+    """`VOLKSWAGEN, VW` / `VW` -> `VOLKSWAGEN`, `ŠKODA` / `?KODA` / `Skoda` -> `SKODA`."""
+    if _missing(make):
+        return None
+    return _normalise_make_text(str(make))
+
+
 def normalise_makes(makes: pd.Series) -> pd.Series:
-    """Vectorised over the distinct spellings only: a year has ~100 of them in ~100k rows."""
-    distinct = makes.dropna().unique()
-    mapping = {value: normalise_make(value) for value in distinct}
-    return makes.map(mapping).astype("string")
+    """Cached per spelling: a year has ~100 of them in ~100k rows, a request has one."""
+    return pd.Series([normalise_make(m) for m in makes.to_numpy(dtype=object)], index=makes.index, dtype="string")
+
+
+@lru_cache(maxsize=256)
+def _normalise_fuel_text(text: str) -> str:
+    return text.strip().lower()
 
 
 def normalise_fuel_types(fuel_types: pd.Series) -> pd.Series:
     """Lower case, trimmed: the 2021 `PETROL/ELECTRIC` and the 2025 `petrol/electric` are one type."""
-    return fuel_types.astype("string").str.strip().str.lower()
+    values = [None if _missing(v) else _normalise_fuel_text(str(v)) for v in fuel_types.to_numpy(dtype=object)]
+    return pd.Series(values, index=fuel_types.index, dtype="string")
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def is_zero_emission(fuel_types: pd.Series) -> np.ndarray:

@@ -123,3 +123,19 @@ def test_plug_in_hybrids_fall_with_electric_range(candidates: dict) -> None:
     short, long = car(**base, electric_range_km=30.0), car(**base, electric_range_km=80.0)
     model = candidates["random_forest"]
     assert model.predict(long)[0] < model.predict(short)[0] < 120
+
+
+def test_fast_path_equals_scikit_learn(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The serving fast path computes the same numbers as the generic scikit-learn path."""
+    from co2.model import ZERO_EMISSION, fast_predict
+
+    _, test = splits
+    for name, model in candidates.items():
+        features = model.named_steps["features"].transform(test[col.MODEL_INPUT_COLUMNS])
+        emitting = features[features[ZERO_EMISSION] == 0]
+        inner = model.named_steps["regressor"].regressor_
+        np.testing.assert_allclose(
+            fast_predict(inner, emitting), inner.predict(emitting), rtol=1e-9, atol=1e-9, err_msg=name
+        )
+        one = emitting.head(1)
+        np.testing.assert_allclose(fast_predict(inner, one), inner.predict(one), rtol=1e-9, atol=1e-9, err_msg=name)

@@ -204,3 +204,17 @@ def test_csv_upload_with_our_names_or_the_eea_names(service_settings: Settings, 
             assert answer.status_code == 200, answer.text
             values = [p["co2_wltp_g_km"] for p in answer.json()["predictions"]]
             assert 100 < values[0] < 130 and values[1] == 0.0
+
+
+def test_metrics_name_routes_and_count_predictions(service_settings: Settings, model_uris) -> None:  # type: ignore[no-untyped-def]
+    promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["knn"])
+    with running_service(service_settings) as url:
+        wait_for(lambda: ready_version(url) is not None, 30)
+        cars = [{"fuel_type": "PETROL", "mass_kg": 1300}, {"fuel_type": "DIESEL", "mass_kg": 6900}]
+        assert httpx.post(f"{url}/predict/batch", json={"cars": cars}).status_code == 200
+        assert httpx.post(f"{url}/predict", json={"fuel_type": "nope"}).status_code == 422
+        scraped = httpx.get(f"{url}/metrics").text
+    assert 'co2_http_requests_total{method="POST",route="/predict/batch",status="200"}' in scraped
+    assert 'co2_http_requests_total{method="POST",route="/predict",status="422"}' in scraped
+    assert 'co2_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/predict/batch"}' in scraped
+    assert 'co2_input_out_of_training_range_total{feature="mass_kg"}' in scraped  # 6,900 kg is beyond the sample
