@@ -117,7 +117,7 @@ def co2_retraining() -> None:
         metrics.gauge("preprocess", "test_rows", value=result.test_rows)
         return result.to_dict()
 
-    def train_task(family: str):  # type: ignore[no-untyped-def]
+    def train_task(family: str):  # returns a TaskFlow task
         @task(task_id=f"train_{family}")
         def train(processed: dict[str, Any], run_id: str | None = None) -> list[dict[str, Any]]:
             """Fit the family with and without the make; log both candidates to MLflow."""

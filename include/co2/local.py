@@ -163,7 +163,7 @@ def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV
     )
 
 
-def airflow_env(home: Path, sql_alchemy_conn: str | None = None) -> dict[str, str]:
+def airflow_env(home: Path) -> dict[str, str]:
     """Airflow configured for this project: our DAGs and plugins, no examples, state under CO2_HOME."""
     airflow_home = home / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
@@ -172,5 +172,5 @@ def airflow_env(home: Path, sql_alchemy_conn: str | None = None) -> dict[str, st
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn or f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
     }

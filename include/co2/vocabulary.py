@@ -104,7 +104,3 @@ def normalise_fuel_types(fuel_types: pd.Series) -> pd.Series:
 
 def _missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-
-
-def is_zero_emission(fuel_types: pd.Series) -> np.ndarray:
-    return normalise_fuel_types(fuel_types).isin(ZERO_EMISSION_FUEL_TYPES).fillna(False).to_numpy(dtype=bool)
