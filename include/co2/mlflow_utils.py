@@ -88,7 +88,6 @@ def log_model(model: Any, input_example: pd.DataFrame) -> str:
     return str(info.model_uri)
 
 
-
 def current_production(client: Any, settings: Settings) -> Any | None:
     """The version the production alias points to; else the newest in the legacy stage; else None."""
     from mlflow.exceptions import MlflowException
