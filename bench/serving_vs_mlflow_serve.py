@@ -71,6 +71,7 @@ def wrk(url: str, body: dict, connections: int, seconds: int, workdir: Path) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="processes of each server (the same for both)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
@@ -110,7 +111,7 @@ def main() -> int:
                 "-p",
                 str(base_port),
                 "-w",
-                "1",
+                str(args.workers),
             ],
             f"http://127.0.0.1:{base_port}/ping",
             home / "baseline.log",
@@ -119,7 +120,16 @@ def main() -> int:
         processes.append(baseline)
         ours = local.start(
             "co2-serve",
-            [local.executable("co2"), "serve", "--host", "127.0.0.1", "--port", str(ours_port)],
+            [
+                local.executable("co2"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ours_port),
+                "--workers",
+                str(args.workers),
+            ],
             f"http://127.0.0.1:{ours_port}/ready",
             home / "ours.log",
             {**env, "CO2_POLL_SECONDS": "30"},

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start the prediction service (FastAPI, uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes, each following the registry on its own")
     serve.set_defaults(handler=_serve)
 
     registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")
@@ -143,7 +144,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     from serving.main import create_app
 
-    uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning", access_log=False)
+    if args.workers > 1:  # each worker process imports the app and reads the settings itself
+        uvicorn.run(
+            "serving.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
+    else:
+        uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 
