@@ -1,7 +1,7 @@
 # co2: every target installs what it needs first, so each works on a fresh machine.
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := $(PYTHON) -m uv
 VENV := .venv
 SOURCE ?= local
 PYTEST_ARGS ?=
@@ -15,10 +15,8 @@ help:
 	@echo "make lint      ruff and mypy only"
 	@echo "make bench     benchmarks under bench/ (long)"
 
-$(UV):
-	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
-
-install: $(UV)
+install:
+	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --all-extras --python 3.11
 
 run: install
