@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
-VENV := .venv
 SOURCE ?= local
 PYTEST_ARGS ?=
 
@@ -36,6 +35,8 @@ test: lint
 
 bench: install
 	$(UV) run --frozen --no-sync python bench/pipeline_full_year.py
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(UV) run --frozen --no-sync python bench/serving_vs_mlflow_serve.py
 
 clean:
 	rm -rf .co2 .pytest_cache .mypy_cache .ruff_cache
