@@ -304,28 +304,30 @@ def _fast_encode(encode: ColumnTransformer, X: pd.DataFrame) -> np.ndarray | Non
     return np.hstack(blocks)
 
 
-_ONE_HOT_LAYOUTS: weakref.WeakKeyDictionary[OneHotEncoder, list[tuple[dict[object, int], int | None]]] = (
-    weakref.WeakKeyDictionary()
-)
+# Per fitted encoder: its output width, and per feature the output column of each category
+# (None: no column) with the column where unknown values go.
+OneHotLayout = tuple[int, list[tuple[dict[object, int | None], int | None]]]
+_ONE_HOT_LAYOUTS: weakref.WeakKeyDictionary[OneHotEncoder, OneHotLayout] = weakref.WeakKeyDictionary()
 
 
 def _one_hot(encoder: OneHotEncoder, values: np.ndarray) -> np.ndarray:
     """OneHotEncoder(handle_unknown="infrequent_if_exist").transform by lookup: each feature's
     frequent categories in order, then its infrequent column (also where unknown values go)."""
-    layout = _ONE_HOT_LAYOUTS.get(encoder)
-    if layout is None:
-        layout, offset = [], 0
+    cached = _ONE_HOT_LAYOUTS.get(encoder)
+    if cached is None:
+        layout: list[tuple[dict[object, int | None], int | None]] = []
+        offset = 0
         infrequent = getattr(encoder, "infrequent_categories_", [None] * len(encoder.categories_))
         for categories, rare in zip(encoder.categories_, infrequent, strict=True):
             rare_set = set() if rare is None else set(rare.tolist())
             frequent = [c for c in categories.tolist() if c not in rare_set]
-            columns = {c: offset + i for i, c in enumerate(frequent)}
+            columns: dict[object, int | None] = {c: offset + i for i, c in enumerate(frequent)}
             rare_column = offset + len(frequent) if rare_set else None
             columns.update(dict.fromkeys(rare_set, rare_column))
             layout.append((columns, rare_column))
             offset += len(frequent) + (1 if rare_set else 0)
-        _ONE_HOT_LAYOUTS[encoder] = layout
-    width = sum(len({v for v in columns.values() if v is not None}) for columns, _ in layout)
+        cached = _ONE_HOT_LAYOUTS[encoder] = (offset, layout)
+    width, layout = cached
     out = np.zeros((len(values), width), dtype=np.float64)
     for feature, (columns, rare_column) in enumerate(layout):
         for row, value in enumerate(values[:, feature]):
