@@ -23,18 +23,19 @@ moves only in `register`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
 
 
 @dag(
     dag_id="co2_retraining",
-    schedule="0 0 1 */3 *",  # quarterly, as the cron job it replaces
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    # Quarterly, as the cron job it replaces: the first run is the next quarter, not one
+    # for a quarter already past when the DAG is first unpaused (trigger it for that).
+    schedule=CronTriggerTimetable("0 0 1 */3 *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -159,6 +160,7 @@ def co2_retraining() -> None:
     @task
     def register(compared: dict[str, Any], processed: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         """Register the winner; move the production alias only if it was promoted."""
+        import time
         from pathlib import Path
 
         from co2.pipeline.register import register as run_register
@@ -175,6 +177,8 @@ def co2_retraining() -> None:
         if production_metrics:
             metrics.gauge("register", "production_rmse_g_km", value=production_metrics["rmse_g_km"])
             metrics.gauge("register", "production_mae_g_km", value=production_metrics["mae_g_km"])
+        # register is the last task: its end is the end of a successful retrain (alerted on when too old)
+        metrics.gauge("register", "succeeded_at_unixtime", value=time.time())
         return result.to_dict()
 
     processed = preprocess(validate(download()))

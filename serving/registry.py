@@ -62,6 +62,8 @@ class ModelFollower:
         self.current: LoadedModel | None = None
         self.state = RegistryState()
         metrics.REGISTRY_SECONDS_SINCE_POLL.set_function(self.seconds_since_poll)
+        # current at every scrape, not only when someone asks /ready
+        metrics.READY.set_function(lambda: float(self.current is not None and not self.stale()))
 
     def seconds_since_poll(self) -> float:
         if self.state.last_success is None:
