@@ -5,11 +5,12 @@ UV := $(PYTHON) -m uv
 SOURCE ?= local
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format bench clean help
+.PHONY: install tools run test lint format bench clean help
 
 help:
 	@echo "make install   create .venv from uv.lock (all extras and dev tools)"
 	@echo "make run       run the retraining DAG once, end to end (SOURCE=local|live)"
+	@echo "make tools     Debian tools the deployment checks run: docker-compose, promtool/prometheus"
 	@echo "make test      lint, type-check and run every test"
 	@echo "make lint      ruff and mypy only"
 	@echo "make bench     benchmarks under bench/ (long)"
@@ -17,6 +18,15 @@ help:
 install:
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --all-extras --python 3.11
+
+# The deployment checks (tests/deploy) run these; an apt index is fetched only if an install needs it.
+APT_TOOLS := docker-compose:docker-compose promtool:prometheus prometheus:prometheus
+tools:
+	@for pair in $(APT_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null && continue; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${pair#*:}" \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${pair#*:}"; }; \
+	done
 
 run: install
 	$(UV) run --frozen --no-sync co2 run --source $(SOURCE)
@@ -30,7 +40,7 @@ format: install
 	$(UV) run --frozen --no-sync ruff format .
 	$(UV) run --frozen --no-sync ruff check --fix .
 
-test: lint
+test: lint tools
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 bench: install
