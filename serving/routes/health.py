@@ -38,7 +38,6 @@ async def ready(follower: FollowerDep) -> JSONResponse:
         last_error=follower.state.last_error,
         reasons=reasons,
     )
-    metrics.READY.set(int(body.ready))
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
