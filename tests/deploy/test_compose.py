@@ -1,0 +1,274 @@
+"""docker-compose.yaml and .env.example: valid for docker-compose, complete, healthy start order, no secret inside."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+import yaml
+
+from tests.conftest import PG_ADMIN_DSN, PROJECT_DIR, _admin_execute
+from tests.deploy.conftest import DEPLOY_DIR, INIT_CHECKED_SECRETS, airflow_environment, run_init_script
+
+COMPOSE_FILE = PROJECT_DIR / "docker-compose.yaml"
+ENV_EXAMPLE = PROJECT_DIR / ".env.example"
+AIRFLOW = {
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+}
+SERVICES = {"postgres", "redis", "mlflow", "api", "statsd-exporter", "prometheus", "grafana", *AIRFLOW}
+ONE_SHOT = {"airflow-init"}
+OPTIONAL = {"discodata-emulator"}  # profile "offline"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|API_KEYS|_KEY$")
+HOST_PORTS = {"AIRFLOW_PORT", "MLFLOW_PORT", "API_PORT", "GRAFANA_PORT", "PROMETHEUS_PORT", "STATSD_EXPORTER_PORT"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    """The compose file as docker-compose resolves it with .env.example (anchors merged, variables set)."""
+    executable = shutil.which("docker-compose")
+    assert executable, "docker-compose is missing: `make tools` installs it (Debian package docker-compose)"
+    result = subprocess.run(
+        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "--profile", "offline", "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=PROJECT_DIR,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def example_env() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def named_volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(target, volume) of each named volume of a service (docker-compose prints `source:target:mode`)."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target, named = volume["source"], volume["target"], volume["type"] == "volume"
+        else:
+            source, target = volume.split(":")[:2]
+            named = not source.startswith(("/", "."))
+        if named:
+            found.append((target, source))
+    return found
+
+
+def test_docker_compose_config_is_valid_with_the_example_env() -> None:
+    executable = shutil.which("docker-compose")
+    assert executable, "docker-compose is missing: `make tools` installs it (Debian package docker-compose)"
+    result = subprocess.run(
+        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=PROJECT_DIR,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_secret_stops_start_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = tmp_path / ".env"
+    env.write_text(ENV_EXAMPLE.read_text().replace("AIRFLOW_JWT_SECRET=change-me", "AIRFLOW_JWT_SECRET="))
+    result = subprocess.run(
+        [shutil.which("docker-compose") or "docker-compose", "--env-file", str(env), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=PROJECT_DIR,
+    )
+    assert result.returncode != 0
+    assert "set AIRFLOW_JWT_SECRET in .env" in result.stderr
+
+
+def test_the_services_of_the_platform(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == SERVICES | OPTIONAL
+    assert resolved["services"]["discodata-emulator"]["profiles"] == ["offline"]
+
+
+def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        if name not in ONE_SHOT:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert condition == {"condition": expected}, f"{name} -> {dependency}: {condition}"
+    for name in AIRFLOW - ONE_SHOT:
+        depends = resolved["services"][name]["depends_on"]
+        assert {"postgres", "redis", "airflow-init"} <= set(depends), name
+    assert set(resolved["services"]["api"]["depends_on"]) == {"mlflow"}
+    assert set(resolved["services"]["grafana"]["depends_on"]) == {"prometheus"}
+
+
+def test_airflow_runs_celery_with_shared_secrets_and_statsd_to_the_exporter(resolved: dict[str, Any]) -> None:
+    environments = [resolved["services"][name]["environment"] for name in AIRFLOW]
+    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        assert len({env[key] for env in environments}) == 1, key
+    env = environments[0]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379")
+    assert env["AIRFLOW__METRICS__STATSD_ON"] == "true"
+    assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == ("statsd-exporter", "9125")
+    assert env["AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED"] == "true"  # the tags become labels
+    worker = resolved["services"]["airflow-worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale airflow-worker=N
+    assert worker["command"] == ["celery", "worker"] or worker["command"] == "celery worker"
+
+
+def test_state_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
+    mounts = {name: dict(named_volumes(service)) for name, service in resolved["services"].items()}
+    assert mounts["postgres"]["/var/lib/postgresql/data"] == "postgres-data"
+    assert mounts["mlflow"]["/opt/airflow/mlflow/artifacts"] == "mlflow-artifacts"
+    assert mounts["prometheus"]["/prometheus"] == "prometheus-data"
+    assert mounts["grafana"]["/var/lib/grafana"] == "grafana-data"
+    for name in AIRFLOW:
+        assert mounts[name]["/opt/airflow/co2-data"] == "co2-data", name  # every worker sees every snapshot
+
+
+def test_mlflow_serves_artifacts_on_postgres_for_the_service_names(resolved: dict[str, Any]) -> None:
+    mlflow = resolved["services"]["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "--serve-artifacts" in command and "--expose-prometheus" in command
+    allowed = re.search(r"--allowed-hosts=(\S+)", command)
+    assert allowed and {"mlflow:5000", "localhost:5000"} <= set(allowed.group(1).split(","))
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
+    api_env = resolved["services"]["api"]["environment"]
+    assert api_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_containers_do_not_run_as_root(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        if name == "api":  # its image sets USER 10001 (Dockerfile.api)
+            assert "user" not in service
+            continue
+        assert service.get("user") not in (None, "", "root", "0", "0:0"), name
+
+
+def test_no_secret_is_written_in_the_compose_file(compose: dict[str, Any]) -> None:
+    """Every secret-looking setting comes from .env through a `${VAR:?...}` that stops start-up when unset."""
+    text = COMPOSE_FILE.read_text()
+    found = 0
+    for match in re.finditer(r"^\s*([A-Z0-9_]+):\s*(.+)$", text, re.MULTILINE):
+        key, value = match.groups()
+        if SECRET_NAME.search(key) and not key.endswith(("_FILE", "_USER")):
+            found += 1
+            assert (value.startswith("${") and ":?" in value) or key == "CO2_API_KEYS", f"{key}: {value}"
+    assert found >= 8
+    for credentials in re.findall(r"://([^@/\s]+)@", text):  # passwords inside URLs
+        assert re.fullmatch(r"\$\{[A-Z_]+(:-[a-z]+)?\}:\$\{[A-Z_]+:\?[^}]+\}", credentials), credentials
+
+
+def test_the_example_env_documents_every_variable_and_holds_no_secret() -> None:
+    values = example_env()
+    lines = COMPOSE_FILE.read_text().splitlines()
+    settings = "\n".join(line.split(" #")[0] for line in lines if not line.strip().startswith("#"))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", settings))  # $${X} is the container's own variable
+    assert used <= set(values), f"not in .env.example: {sorted(used - set(values))}"
+    assert set(values) >= HOST_PORTS
+    for key, value in values.items():
+        if SECRET_NAME.search(key) and key != "CO2_API_KEYS":
+            assert value in ("", "change-me"), f"{key} must be a placeholder in .env.example"
+    text = ENV_EXAMPLE.read_text()
+    for key in values:  # each setting has its explanation
+        block = text[: text.index(f"\n{key}=")].rsplit("\n\n", 1)[-1]
+        assert "#" in block, f"{key} has no comment"
+
+
+def test_the_airflow_image_version_is_the_locked_one() -> None:
+    lock = (PROJECT_DIR / "uv.lock").read_text()
+    version = re.search(r'name = "apache-airflow"\nversion = "([^"]+)"', lock)
+    assert version
+    assert f"FROM apache/airflow:{version.group(1)}-python3.11" in (PROJECT_DIR / "Dockerfile.airflow").read_text()
+
+
+def test_init_script_creates_a_database_and_owner_per_service() -> None:
+    """deploy/postgres/init-databases.sh for real, against the test PostgreSQL."""
+    suffix = uuid.uuid4().hex[:8]
+    env_names = {
+        "AIRFLOW_DB_USER": f"co2_test_airflow_user_{suffix}",
+        "AIRFLOW_DB_PASSWORD": f"pw-{suffix}",
+        "AIRFLOW_DB_NAME": f"co2_test_airflow_db_{suffix}",
+        "MLFLOW_DB_USER": f"co2_test_mlflow_user_{suffix}",
+        "MLFLOW_DB_PASSWORD": f"pw'{suffix}",  # a quote in a password must not break the SQL
+        "MLFLOW_DB_NAME": f"co2_test_mlflow_db_{suffix}",
+    }
+    host = PG_ADMIN_DSN.split("@", 1)[1].split("/", 1)[0]
+    admin = PG_ADMIN_DSN.split("://", 1)[1].split("@", 1)[0].split(":")[0]
+    try:
+        result = subprocess.run(
+            ["bash", str(DEPLOY_DIR / "postgres" / "init-databases.sh")],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "POSTGRES_USER": admin,
+                "PGHOST": host.split(":")[0],
+                "PGPORT": host.split(":")[1] if ":" in host else "5432",
+                **env_names,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        for service in ("AIRFLOW", "MLFLOW"):
+            conn = psycopg2.connect(
+                host=host.split(":")[0],
+                port=host.split(":")[1] if ":" in host else 5432,
+                user=env_names[f"{service}_DB_USER"],
+                password=env_names[f"{service}_DB_PASSWORD"],
+                dbname=env_names[f"{service}_DB_NAME"],
+            )
+            with conn, conn.cursor() as cur:
+                cur.execute("CREATE TABLE probe (id int)")  # the owner may create its tables
+            conn.close()
+    finally:
+        for service in ("AIRFLOW", "MLFLOW"):
+            _admin_execute(f'DROP DATABASE IF EXISTS "{env_names[f"{service}_DB_NAME"]}" WITH (FORCE)')
+            _admin_execute(f'DROP ROLE IF EXISTS "{env_names[f"{service}_DB_USER"]}"')
+
+
+def test_airflow_init_refuses_the_placeholders(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        **airflow_environment(tmp_path, "sqlite:///unused.db", 8080, 8125),
+        "PATH": "/usr/bin:/bin",
+        "AIRFLOW__CORE__FERNET_KEY": "change-me",
+    }
+    result = run_init_script(env, {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": "a-password"})
+    assert result.returncode == 1
+    assert "AIRFLOW__CORE__FERNET_KEY is empty or still the placeholder" in result.stderr
+    assert not (tmp_path / "passwords.json").exists()
+    assert set(INIT_CHECKED_SECRETS) <= set(example_env())
+
+
+def test_mlflow_runs_with_the_compose_arguments_and_exposes_metrics(mlflow_stack: str) -> None:
+    """The compose file's MLflow arguments work with the locked MLflow; Prometheus finds /metrics there."""
+    assert httpx.get(f"{mlflow_stack}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30).status_code == 200
+    metrics = httpx.get(f"{mlflow_stack}/metrics", timeout=30)
+    assert metrics.status_code == 200
+    assert "mlflow_http_request_total" in metrics.text
