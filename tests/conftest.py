@@ -38,7 +38,7 @@ os.environ.update(
 )
 
 from co2.emulator import DiscodataDatabase, EmulatorServer  # noqa: E402
-from co2.local import ManagedProcess, free_port, mlflow_server_command, start  # noqa: E402
+from co2.local import MLFLOW_SERVER_ENV, ManagedProcess, free_port, mlflow_server_command, start  # noqa: E402
 from co2.settings import Settings, get_settings  # noqa: E402
 
 SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
@@ -123,6 +123,7 @@ def mlflow_server(postgres_database, tmp_path_factory: pytest.TempPathFactory) -
         mlflow_server_command("127.0.0.1", port, backend, home / "artifacts"),
         f"http://127.0.0.1:{port}/health",
         home / "mlflow.log",
+        MLFLOW_SERVER_ENV,
     )
     process.wait_healthy(180)
     yield process

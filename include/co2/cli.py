@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -53,6 +54,37 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="processes, each following the registry on its own")
     serve.set_defaults(handler=_serve)
+
+    up = commands.add_parser("up", help="start the whole platform as local processes (state in CO2_HOME)")
+    up.add_argument(
+        "--executor",
+        choices=["LocalExecutor", "CeleryExecutor"],
+        help="Airflow executor (default CO2_EXECUTOR); Celery uses CO2_CELERY_BROKER_URL",
+    )
+    up.add_argument("--celery-workers", type=int, help="`airflow celery worker` processes (default CO2_CELERY_WORKERS)")
+    up.set_defaults(handler=_up)
+
+    down = commands.add_parser("down", help="stop every process of the local platform")
+    down.set_defaults(handler=_down)
+
+    status = commands.add_parser("status", help="what of the local platform runs, where, and its memory")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+
+    sink = commands.add_parser("statsd-sink", help="receive StatsD metrics and append them to a file (local mode)")
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8125)
+    sink.add_argument("--out", type=Path, required=True, help="file the metric lines are appended to")
+    sink.set_defaults(handler=_statsd_sink)
+
+    trigger = commands.add_parser(
+        "trigger", help="trigger co2_retraining on the local platform and follow it to the end"
+    )
+    trigger.add_argument("--years", type=int, nargs="*", help="registration years (default: CO2_YEARS)")
+    trigger.add_argument("--source", default="", help="'live', a discodata URL, or empty for the stack's source")
+    trigger.add_argument("--force-promotion", action="store_true")
+    trigger.add_argument("--no-wait", action="store_true", help="print the run id and return at once")
+    trigger.set_defaults(handler=_trigger)
 
     registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")
     registry.set_defaults(handler=_registry)
@@ -156,6 +188,133 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from co2 import stack
+
+    overrides = {
+        key: value
+        for key, value in (("executor", args.executor), ("celery_workers", args.celery_workers))
+        if value is not None
+    }
+    settings = get_settings().model_copy(update=overrides)
+    try:
+        plan, state, timings = stack.up(settings)
+    except (stack.StackError, FileNotFoundError) as exc:
+        print(f"co2 up: {exc}", file=sys.stderr)
+        return 1
+    keys = stack.Secrets.load_or_create(plan.home)
+    print(f"co2 platform up in {timings['total']:.0f}s (state in {plan.home})")
+    for name, url in (
+        ("Airflow UI and REST API", plan.airflow_url),
+        ("MLflow", plan.mlflow_url),
+        ("Prediction service", f"{plan.api_url}/docs"),
+        ("Prometheus", state.info.get("prometheus_url")),
+        ("Discodata source", plan.source_url),
+    ):
+        print(f"  {name:<24} {url or 'not installed (apt-get install prometheus)'}")
+    print(f"  {'Airflow login':<24} {plan.admin_user} / {keys.admin_password}")
+    workers = f" with {plan.celery_workers} worker(s)" if plan.celery_workers else ""
+    print(f"  {'Executor':<24} {plan.executor}{workers}")
+    print(f"  {'Logs':<24} {plan.logs_dir}")
+    print("Next: `co2 trigger` runs the DAG now; `co2 status`; `co2 down` stops everything.")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from co2 import stack
+
+    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    stopped = stack.down(home)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from co2 import stack
+
+    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    report, info = stack.status(home)
+    if args.json:
+        print(json.dumps({"components": [asdict(c) for c in report], **info}, indent=2))
+    elif not report:
+        print(f"no platform recorded under {home}; start it with `co2 up`")
+    else:
+        for component in report:
+            state = "running" if component.alive else "STOPPED"
+            memory = f"{component.memory_mb:7.0f} MB"
+            print(f"{component.name:<22} {state:<8} pid {component.pid:<8} {memory}  {component.url}")
+        print(f"{'total':<22} {'':<8} {'':<12} {sum(c.memory_mb for c in report if c.alive):7.0f} MB")
+    return 0 if report and all(c.alive for c in report) else 3
+
+
+def _statsd_sink(args: argparse.Namespace) -> int:
+    from co2.stack import serve_statsd_log
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_statsd_log(args.host, args.port, args.out)
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    import time
+
+    import httpx
+
+    from co2 import stack
+
+    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    try:
+        client = stack.client_for(home)
+        conf = {"years": args.years or [], "source": args.source, "force_promotion": args.force_promotion}
+        run_id = client.trigger(stack.DAG_ID, conf)
+        print(f"triggered {stack.DAG_ID} run {run_id}", flush=True)
+        if args.no_wait:
+            return 0
+        began = time.monotonic()
+        outcome = "failed"
+        for task_id, state, ti in client.follow(stack.DAG_ID, run_id):
+            if task_id == "__run__":
+                outcome = state
+                break
+            attempt = f" (try {ti.get('try_number')})" if (ti.get("try_number") or 0) > 1 else ""
+            print(f"  {time.monotonic() - began:6.0f}s  {task_id:<28} {state}{attempt}", flush=True)
+    except (stack.StackError, httpx.HTTPError) as exc:
+        print(f"co2 trigger: {exc}", file=sys.stderr)
+        return 1
+    info = stack.StackState.load(home).info
+    summary = registry_summary(get_settings().model_copy(update={"mlflow_tracking_uri": info["mlflow_url"]}))
+    print(f"run {run_id}: {outcome} after {time.monotonic() - began:.0f}s")
+    print(json.dumps(summary, indent=2))
+    served = _wait_served(info["api_url"], summary, get_settings().poll_seconds)
+    print(f"prediction service serves: {served}")
+    return 0 if outcome == "success" else 1
+
+
+def _wait_served(api_url: str, summary: dict[str, Any], poll_seconds: float) -> str:
+    """Give the service one poll interval (and a bit) to switch to the production version."""
+    import time
+
+    import httpx
+
+    key = next((k for k in summary if k.endswith("_version") and k != "latest_version"), "")
+    wanted = (summary.get(key) or {}).get("version")
+    deadline = time.monotonic() + poll_seconds * 2 + 10
+    served = "no model yet"
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"{api_url}/model", timeout=5)
+            if answer.status_code == 200:
+                served = f"{answer.json()['model_name']} version {answer.json()['model_version']}"
+                if wanted is None or str(answer.json()["model_version"]) == str(wanted):
+                    return served
+        except httpx.HTTPError:
+            served = f"not reachable at {api_url}"
+        time.sleep(1)
+    return served
 
 
 def _registry(args: argparse.Namespace) -> int:

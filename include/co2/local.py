@@ -125,6 +125,10 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+# The server's job runner (GenAI scorers, trace roll-ups) is unused here and costs ~1 GB of idle workers.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_server_command(
     host: str, port: int, backend_store_uri: str, artifacts_dir: Path, workers: int = 1
 ) -> list[str]:
@@ -153,7 +157,7 @@ def start_mlflow(home: Path, host: str, port: int, backend_store_uri: str | None
     (home / "mlflow").mkdir(parents=True, exist_ok=True)
     backend = backend_store_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     command = mlflow_server_command(host, port, backend, home / "mlflow" / "artifacts")
-    return start("mlflow", command, f"http://{host}:{port}/health", home / "logs" / "mlflow.log")
+    return start("mlflow", command, f"http://{host}:{port}/health", home / "logs" / "mlflow.log", MLFLOW_SERVER_ENV)
 
 
 def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV) -> ManagedProcess:

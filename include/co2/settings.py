@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,10 +67,21 @@ class Settings(BaseSettings):
         default=0.01, ge=0, description="MAE gain a challenger needs over production to be promoted."
     )
 
-    # local platform (`co2 run`)
+    # local platform (`co2 up`, `co2 run`)
     home: Path | None = Field(default=None, description="State of the local platform; default .co2 in the checkout.")
     mlflow_port: int = 5000
     emulator_port: int = 8765
+    airflow_port: int = 8080
+    api_port: int = 8000
+    prometheus_port: int = 9090
+    statsd_port: int = Field(default=8125, description="UDP port of the local log-only StatsD sink.")
+    airflow_database_url: str = Field(default="", description="Airflow's metadata DB; empty: SQLite in CO2_HOME.")
+    mlflow_database_url: str = Field(default="", description="MLflow's backend store; empty: SQLite in CO2_HOME.")
+    executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"
+    celery_workers: int = Field(default=1, ge=1, description="`airflow celery worker` processes (CeleryExecutor).")
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str = Field(default="", description="Empty: generated once, kept in CO2_HOME.")
     log_level: str = "INFO"
 
     # prediction service

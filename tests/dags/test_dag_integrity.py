@@ -46,7 +46,7 @@ def test_exactly_these_tasks_and_dependencies(dag) -> None:  # type: ignore[no-u
 
 
 def test_schedule_and_policy(dag) -> None:  # type: ignore[no-untyped-def]
-    assert dag.schedule == "0 0 1 */3 *"
+    assert dag.timetable.expression == "0 0 1 */3 *"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert {"co2", "retraining"} <= set(dag.tags)
@@ -110,3 +110,20 @@ def test_no_airflow_2_leftovers() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_unpausing_waits_for_the_next_quarter(dag) -> None:  # type: ignore[no-untyped-def]
+    """A fresh platform does not start a run for a quarter already past: the first is the next one."""
+    from datetime import UTC, datetime
+
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    now = datetime.now(UTC)
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # the DAG as the scheduler sees it
+    first = scheduled.timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
+    )
+    assert first is not None
+    assert first.run_after > now
+    assert first.run_after.day == 1 and first.run_after.month in (1, 4, 7, 10)

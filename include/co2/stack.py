@@ -1,0 +1,692 @@
+"""The whole platform as plain processes on one machine: `co2 up`, `co2 down`, `co2 status`.
+
+The same services as the compose stack (Airflow's API server, scheduler, DAG processor, triggerer
+and optional Celery workers; MLflow; the prediction service; Prometheus when installed), started
+in dependency order, each waited for until healthy. Everything they keep lives under `CO2_HOME`:
+databases (SQLite unless a PostgreSQL URL is given), artifacts, logs, generated secrets and
+`stack.json`, the record of what runs, which `co2 down` and `co2 status` read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from co2.local import MLFLOW_SERVER_ENV, PROJECT_DIR, SAMPLE_CSV, executable, mlflow_server_command, port_is_free, tail
+from co2.logs import get_logger
+from co2.settings import Settings
+
+log = get_logger("co2.stack")
+
+DAG_ID = "co2_retraining"
+STATE_FILE = "stack.json"
+PROMETHEUS_RULES = sorted((PROJECT_DIR / "deploy" / "prometheus" / "rules").glob("*.yml"))
+
+
+# --- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StackPlan:
+    """What `co2 up` starts and where, decided from the settings before anything starts."""
+
+    home: Path
+    host: str
+    executor: str
+    celery_workers: int
+    airflow_port: int
+    mlflow_port: int
+    api_port: int
+    prometheus_port: int
+    emulator_port: int
+    statsd_port: int
+    airflow_database_url: str
+    mlflow_database_url: str
+    celery_broker_url: str
+    discodata_url: str | None  # None: the local discodata server on the bundled sample
+    poll_seconds: float
+    admin_user: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StackPlan:
+        home = (settings.home or PROJECT_DIR / ".co2").resolve()
+        return cls(
+            home=home,
+            host="127.0.0.1",
+            executor=settings.executor,
+            celery_workers=settings.celery_workers if settings.executor == "CeleryExecutor" else 0,
+            airflow_port=settings.airflow_port,
+            mlflow_port=settings.mlflow_port,
+            api_port=settings.api_port,
+            prometheus_port=settings.prometheus_port,
+            emulator_port=settings.emulator_port,
+            statsd_port=settings.statsd_port,
+            airflow_database_url=settings.airflow_database_url or f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+            mlflow_database_url=settings.mlflow_database_url or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            celery_broker_url=settings.celery_broker_url,
+            discodata_url=settings.discodata_url if "discodata_url" in settings.model_fields_set else None,
+            poll_seconds=settings.poll_seconds,
+            admin_user=settings.airflow_admin_user,
+        )
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return self.url(self.airflow_port)
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.url(self.mlflow_port)
+
+    @property
+    def api_url(self) -> str:
+        return self.url(self.api_port)
+
+    @property
+    def source_url(self) -> str:
+        return self.discodata_url or self.url(self.emulator_port)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+
+@dataclass
+class Secrets:
+    """Generated once per `CO2_HOME` and kept there (mode 600): never in the repository."""
+
+    jwt_secret: str
+    fernet_key: str
+    admin_password: str
+
+    @classmethod
+    def load_or_create(cls, home: Path, admin_password: str = "") -> Secrets:
+        path = home / "secrets.json"
+        if path.exists():
+            stored = cls(**json.loads(path.read_text()))
+            if admin_password and admin_password != stored.admin_password:
+                stored.admin_password = admin_password
+                stored.save(path)
+            return stored
+        from cryptography.fernet import Fernet
+
+        created = cls(
+            jwt_secret=secrets.token_urlsafe(32),
+            fernet_key=Fernet.generate_key().decode(),
+            admin_password=admin_password or secrets.token_urlsafe(12),
+        )
+        created.save(path)
+        return created
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self)))
+        path.chmod(0o600)
+
+
+def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
+    """Airflow's configuration for every Airflow process of the stack, as compose sets it.
+
+    `AIRFLOW__*` variables already in the environment win over the defaults here (ports, timeouts),
+    but not over what makes the processes one platform (database, executor, secrets, folders).
+    """
+    airflow_home = plan.home / "airflow"
+    defaults = {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # The LocalExecutor forks this many workers up front; the DAG runs at most 3 tasks at once.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "8974",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "8794",
+    }
+    inherited = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}
+    fixed = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": plan.executor,
+        "AIRFLOW__CORE__FERNET_KEY": keys.fernet_key,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{plan.admin_user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{plan.airflow_url}/execution/",
+        "AIRFLOW__API__BASE_URL": plan.airflow_url,
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys.jwt_secret,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(plan.airflow_database_url),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(plan.logs_dir / "airflow"),
+    }
+    # StatsD as compose sends it, to a log-only sink here (compose: the statsd exporter)
+    fixed |= {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": plan.host,
+        "AIRFLOW__METRICS__STATSD_PORT": str(plan.statsd_port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+    }
+    if plan.executor == "CeleryExecutor":
+        fixed["AIRFLOW__CELERY__BROKER_URL"] = plan.celery_broker_url
+        fixed["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + sqlalchemy_url(plan.airflow_database_url)
+    return {**defaults, **inherited, **fixed}
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Airflow wants a driver in PostgreSQL URLs; users write plain `postgresql://`."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
+
+
+def platform_environment(plan: StackPlan) -> dict[str, str]:
+    """What the pipeline's tasks and the prediction service read: one registry, one source, one data folder."""
+    env = {
+        "MLFLOW_TRACKING_URI": plan.mlflow_url,
+        "CO2_DISCODATA_URL": plan.source_url,
+        "CO2_DATA_DIR": os.environ.get("CO2_DATA_DIR") or str(plan.home / "data"),
+        "CO2_HOME": str(plan.home),
+        "CO2_POLL_SECONDS": str(plan.poll_seconds),
+        "PYTHONUNBUFFERED": "1",
+    }
+    return env
+
+
+# --- components ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Component:
+    """One process of the stack: how to start it and how to know it is healthy."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    healthy: Callable[[], bool]
+    url: str = ""
+    timeout_seconds: float = 180.0
+
+
+def http_ok(url: str, accept: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return accept(httpx.get(url, timeout=3.0))
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def heartbeat_healthy(plan: StackPlan, component: str) -> Callable[[], bool]:
+    """The DAG processor's and triggerer's heartbeats, as the API server's health endpoint reports them."""
+    return http_ok(
+        f"{plan.airflow_url}/api/v2/monitor/health",
+        lambda r: r.status_code == 200 and (r.json().get(component) or {}).get("status") == "healthy",
+    )
+
+
+def log_says(path: Path, marker: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return marker in path.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+    return check
+
+
+def prometheus_config(plan: StackPlan) -> Path:
+    """Prometheus scraping the prediction service with the compose stack's alert rules."""
+    folder = plan.home / "prometheus"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "rule_files": [str(path) for path in PROMETHEUS_RULES],
+        "scrape_configs": [
+            {"job_name": "co2-api", "static_configs": [{"targets": [f"{plan.host}:{plan.api_port}"]}]},
+        ],
+    }
+    path = folder / "prometheus.yml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def components(plan: StackPlan, keys: Secrets) -> list[Component]:
+    """The stack in start order: each component's dependencies come before it."""
+    airflow = executable("airflow")
+    co2 = executable("co2")
+    platform_env = platform_environment(plan)
+    airflow_env = {**platform_env, **airflow_environment(plan, keys)}
+    scheduler_health_port = airflow_env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"]
+    stack: list[Component] = []
+    if plan.discodata_url is None:
+        serve_sample = ["discodata-emulator", "--csv", str(SAMPLE_CSV), "--host", plan.host]
+        stack.append(
+            Component(
+                "discodata-emulator",
+                [co2, *serve_sample, "--port", str(plan.emulator_port)],
+                platform_env,
+                http_ok(f"{plan.url(plan.emulator_port)}/health"),
+                plan.url(plan.emulator_port),
+            )
+        )
+    statsd_log = plan.logs_dir / "statsd.log"
+    stack.append(
+        Component(
+            "statsd-sink",
+            [co2, "statsd-sink", "--host", plan.host, "--port", str(plan.statsd_port), "--out", str(statsd_log)],
+            {},
+            log_says(plan.logs_dir / "statsd-sink.log", "statsd_sink_listening"),
+        )
+    )
+    artifacts = plan.home / "mlflow" / "artifacts"
+    stack += [
+        Component(
+            "mlflow",
+            mlflow_server_command(plan.host, plan.mlflow_port, plan.mlflow_database_url, artifacts),
+            {**platform_env, **MLFLOW_SERVER_ENV},
+            http_ok(f"{plan.mlflow_url}/health"),
+            plan.mlflow_url,
+        ),
+        Component(
+            "airflow-apiserver",
+            [airflow, "api-server", "--host", plan.host, "--port", str(plan.airflow_port), "--workers", "1"],
+            airflow_env,
+            http_ok(f"{plan.airflow_url}/api/v2/monitor/health"),
+            plan.airflow_url,
+        ),
+        Component(
+            "airflow-scheduler",
+            [airflow, "scheduler"],
+            airflow_env,
+            http_ok(f"{plan.url(int(scheduler_health_port))}/health"),
+        ),
+        Component("airflow-dag-processor", [airflow, "dag-processor"], airflow_env, dag_parsed(plan, keys), "", 300),
+        Component("airflow-triggerer", [airflow, "triggerer"], airflow_env, heartbeat_healthy(plan, "triggerer")),
+    ]
+    log_port = int(airflow_env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"])
+    for number in range(1, plan.celery_workers + 1):
+        hostname = f"co2-worker-{number}@%h"
+        stack.append(
+            Component(
+                f"airflow-worker-{number}",
+                [airflow, "celery", "worker", "--celery-hostname", hostname, "--concurrency", "4"],
+                {**airflow_env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port + 10 + number)},
+                log_says(plan.logs_dir / f"airflow-worker-{number}.log", " ready."),
+            )
+        )
+    stack.append(
+        Component(
+            "api",
+            [co2, "serve", "--host", plan.host, "--port", str(plan.api_port)],
+            platform_env,
+            http_ok(f"{plan.api_url}/health"),
+            plan.api_url,
+        )
+    )
+    prometheus = shutil.which("prometheus")
+    if prometheus:
+        stack.append(
+            Component(
+                "prometheus",
+                [
+                    prometheus,
+                    f"--config.file={prometheus_config(plan)}",
+                    f"--storage.tsdb.path={plan.home / 'prometheus' / 'data'}",
+                    f"--web.listen-address={plan.host}:{plan.prometheus_port}",
+                ],
+                {},
+                http_ok(f"{plan.url(plan.prometheus_port)}/-/ready"),
+                plan.url(plan.prometheus_port),
+            )
+        )
+    return stack
+
+
+def dag_parsed(plan: StackPlan, keys: Secrets) -> Callable[[], bool]:
+    """The DAG processor is up once `co2_retraining` is in the metadata DB without import errors."""
+
+    def check() -> bool:
+        try:
+            client = AirflowClient(plan.airflow_url, plan.admin_user, keys.admin_password)
+            return client.get(f"/api/v2/dags/{DAG_ID}").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def serve_statsd_log(host: str, port: int, out: Path) -> None:
+    """A log-only StatsD sink: every metric line Airflow sends, appended to `out` as it arrives."""
+    import socket
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, out.open("a", buffering=1) as lines:
+        sock.bind((host, port))
+        log.info("statsd_sink_listening", host=host, port=port, out=str(out))
+        while True:
+            packet = sock.recv(65536).decode(errors="replace")
+            lines.write("".join(f"{line}\n" for line in packet.splitlines() if line))
+
+
+# --- running processes --------------------------------------------------------------------------
+@dataclass
+class Running:
+    """A started process as `stack.json` records it; `started` tells a reused pid apart."""
+
+    name: str
+    pid: int
+    started: float
+    log: str
+    url: str = ""
+
+    def process(self) -> psutil.Process | None:
+        try:
+            process = psutil.Process(self.pid)
+            if abs(process.create_time() - self.started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except psutil.Error:
+            pass
+        return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+    def tree(self) -> list[psutil.Process]:
+        process = self.process()
+        if process is None:
+            return []
+        try:
+            return [process, *process.children(recursive=True)]
+        except psutil.Error:
+            return [process]
+
+
+@dataclass
+class StackState:
+    home: Path
+    running: dict[str, Running] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, home: Path) -> StackState:
+        path = home / STATE_FILE
+        if not path.exists():
+            return cls(home)
+        data = json.loads(path.read_text())
+        return cls(home, {r["name"]: Running(**r) for r in data["running"]}, data.get("info", {}))
+
+    def save(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        data = {"running": [asdict(r) for r in self.running.values()], "info": self.info}
+        (self.home / STATE_FILE).write_text(json.dumps(data, indent=2))
+
+
+def launch(component: Component, log_path: Path) -> Running:
+    """Start in a process group of its own, so that stopping it stops what it started."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as handle:
+        process = subprocess.Popen(
+            component.command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **component.env},
+            cwd=PROJECT_DIR,
+            start_new_session=True,
+        )
+    started = psutil.Process(process.pid).create_time()
+    log.info("component_started", component=component.name, pid=process.pid, log=str(log_path))
+    return Running(component.name, process.pid, started, str(log_path), component.url)
+
+
+def wait_healthy(component: Component, running: Running) -> float:
+    """Seconds until the component answered healthy; a clear error with its log's tail otherwise."""
+    began = time.monotonic()
+    while time.monotonic() - began < component.timeout_seconds:
+        if not running.alive():
+            raise StackError(
+                f"{component.name} exited before becoming healthy; its log {running.log} ends with:\n"
+                f"{tail(Path(running.log))}"
+            )
+        if component.healthy():
+            seconds = time.monotonic() - began
+            log.info("component_healthy", component=component.name, seconds=round(seconds, 1))
+            return seconds
+        time.sleep(0.5)
+    raise StackError(
+        f"{component.name} not healthy after {component.timeout_seconds:.0f}s; see {running.log}:\n"
+        f"{tail(Path(running.log))}"
+    )
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; says which component and where its log is."""
+
+
+PORT_SETTINGS = {
+    "discodata-emulator": "CO2_EMULATOR_PORT",
+    "mlflow": "CO2_MLFLOW_PORT",
+    "airflow-apiserver": "CO2_AIRFLOW_PORT",
+    "api": "CO2_API_PORT",
+    "prometheus": "CO2_PROMETHEUS_PORT",
+}
+
+
+def _check_ports(plan: StackPlan, wanted: list[Component], state: StackState) -> None:
+    """Refuse to start next to another program on our ports, naming the setting that moves us."""
+    for component in wanted:
+        running = state.running.get(component.name)
+        if component.name not in PORT_SETTINGS or (running and running.alive()):
+            continue
+        port = int(component.url.rsplit(":", 1)[1])
+        if not port_is_free(plan.host, port):
+            raise StackError(
+                f"port {port} for {component.name} is taken by another program; stop it, "
+                f"or move the stack with {PORT_SETTINGS[component.name]} (see .env.example)"
+            )
+
+
+def migrate_airflow(plan: StackPlan, keys: Secrets) -> None:
+    """Create or upgrade Airflow's metadata DB and the admin login (idempotent)."""
+    env = airflow_environment(plan, keys)
+    passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords.parent.mkdir(parents=True, exist_ok=True)
+    passwords.write_text(json.dumps({plan.admin_user: keys.admin_password}))
+    passwords.chmod(0o600)
+    log_path = plan.logs_dir / "airflow-db-migrate.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("airflow_db_migrate", database=_redact(plan.airflow_database_url), log=str(log_path))
+    with log_path.open("ab") as handle:
+        completed = subprocess.run(
+            [executable("airflow"), "db", "migrate"],
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_DIR,
+        )
+    if completed.returncode != 0:
+        raise StackError(f"`airflow db migrate` failed; its log {log_path} ends with:\n{tail(log_path)}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def up(settings: Settings) -> tuple[StackPlan, StackState, dict[str, float]]:
+    """Start whatever of the stack is not running, in order, each healthy before the next.
+
+    Idempotent: components already running (by `stack.json`) are kept, so after a crash
+    `co2 up` brings back just what died. Returns the plan, the state and seconds to healthy.
+    """
+    plan = StackPlan.from_settings(settings)
+    plan.home.mkdir(parents=True, exist_ok=True)
+    keys = Secrets.load_or_create(plan.home, settings.airflow_admin_password)
+    state = StackState.load(plan.home)
+    wanted = components(plan, keys)
+    _check_ports(plan, wanted, state)
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+    for component in wanted:
+        running = state.running.get(component.name)
+        if running and running.alive():
+            log.info("component_running", component=component.name, pid=running.pid)
+            continue
+        if component.name == "airflow-apiserver":
+            migrate_airflow(plan, keys)
+            timings["airflow-db-migrate"] = time.monotonic() - began
+        running = launch(component, plan.logs_dir / f"{component.name}.log")
+        state.running[component.name] = running
+        state.info = _info(plan)
+        state.save()
+        timings[component.name] = wait_healthy(component, running)
+    timings["total"] = time.monotonic() - began
+    return plan, state, timings
+
+
+def _info(plan: StackPlan) -> dict[str, Any]:
+    return {
+        "airflow_url": plan.airflow_url,
+        "mlflow_url": plan.mlflow_url,
+        "api_url": plan.api_url,
+        "prometheus_url": plan.url(plan.prometheus_port) if shutil.which("prometheus") else None,
+        "discodata_url": plan.source_url,
+        "airflow_user": plan.admin_user,
+        "executor": plan.executor,
+        "celery_workers": plan.celery_workers,
+        "logs": str(plan.logs_dir),
+    }
+
+
+def down(home: Path, timeout_seconds: float = 30.0) -> list[str]:
+    """Stop every component (reverse start order): SIGTERM to its process group, then SIGKILL."""
+    state = StackState.load(home)
+    stopped = []
+    for running in reversed(list(state.running.values())):
+        tree = running.tree()
+        if not tree:
+            continue
+        _signal_group(running.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=timeout_seconds)
+        if alive:
+            log.warning("component_kill", component=running.name, pids=[p.pid for p in alive])
+            _signal_group(running.pid, signal.SIGKILL)
+            for process in alive:
+                _kill(process)
+            psutil.wait_procs(alive, timeout=5)
+        log.info("component_stopped", component=running.name, pid=running.pid)
+        stopped.append(running.name)
+    state.running.clear()
+    state.save()
+    return stopped
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _kill(process: psutil.Process) -> None:
+    with contextlib.suppress(psutil.Error):
+        process.kill()
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int
+    alive: bool
+    memory_mb: float
+    url: str
+    log: str
+
+
+def status(home: Path) -> tuple[list[ComponentStatus], dict[str, Any]]:
+    """Each recorded component: alive or not, memory of its process tree (proportional set size)."""
+    state = StackState.load(home)
+    report = []
+    for running in state.running.values():
+        tree = running.tree()
+        pss = 0
+        for process in tree:
+            with contextlib.suppress(psutil.Error):
+                pss += process.memory_full_info().pss  # shared pages counted once across forks
+        report.append(ComponentStatus(running.name, running.pid, bool(tree), pss / 2**20, running.url, running.log))
+    return report, state.info
+
+
+# --- Airflow's REST API -------------------------------------------------------------------------
+class AirflowClient:
+    """Airflow 3's public REST API as a client sees it: a JWT from `/auth/token`, then `/api/v2`."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout_seconds: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        answer = httpx.post(
+            f"{self.base_url}/auth/token",
+            json={"username": username, "password": password},
+            timeout=timeout_seconds,
+        )
+        if answer.status_code != 201:
+            raise StackError(f"Airflow refused the login of {username!r} ({answer.status_code}): {answer.text[:200]}")
+        token = answer.json()["access_token"]
+        self.http = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_seconds
+        )
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.http.get(path, params=params)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        answer = self.http.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        if answer.status_code >= 400:
+            raise StackError(f"Airflow refused to trigger {dag_id} ({answer.status_code}): {answer.text[:300]}")
+        return str(answer.json()["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        answer.raise_for_status()
+        return str(answer.json()["state"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        answer.raise_for_status()
+        return {ti["task_id"]: ti for ti in answer.json()["task_instances"]}
+
+    def follow(
+        self, dag_id: str, run_id: str, timeout_seconds: float = 3600.0, poll_seconds: float = 2.0
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Yields (task_id, state, task instance) at each change of state, until the run ends."""
+        seen: dict[str, tuple[str, int]] = {}
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            for task_id, ti in self.task_states(dag_id, run_id).items():
+                key = (str(ti["state"]), int(ti.get("try_number") or 0))
+                if seen.get(task_id) != key:
+                    seen[task_id] = key
+                    yield task_id, key[0], ti
+            state = self.run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                yield "__run__", state, {}
+                return
+            time.sleep(poll_seconds)
+        raise StackError(f"run {run_id} of {dag_id} did not end within {timeout_seconds:.0f}s")
+
+
+def client_for(home: Path) -> AirflowClient:
+    """A logged-in client for the stack recorded under `home`."""
+    state = StackState.load(home)
+    if not state.info:
+        raise StackError(f"no stack recorded under {home}; start one with `co2 up`")
+    keys = Secrets.load_or_create(home)
+    return AirflowClient(state.info["airflow_url"], state.info["airflow_user"], keys.admin_password)
