@@ -5,11 +5,12 @@ UV := $(PYTHON) -m uv
 SOURCE ?= local
 PYTEST_ARGS ?=
 
-.PHONY: install tools run test lint format bench clean help
+.PHONY: install tools run status down test lint format bench clean help
 
 help:
 	@echo "make install   create .venv from uv.lock (all extras and dev tools)"
-	@echo "make run       run the retraining DAG once, end to end (SOURCE=local|live)"
+	@echo "make run       start the local platform (co2 up) and run the retraining DAG once (SOURCE=local|live)"
+	@echo "make status    what of the local platform runs; make down stops it"
 	@echo "make tools     Debian tools the deployment checks run: docker-compose, promtool/prometheus"
 	@echo "make test      lint, type-check and run every test"
 	@echo "make lint      ruff and mypy only"
@@ -28,8 +29,16 @@ tools:
 	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${pair#*:}"; }; \
 	done
 
-run: install
-	$(UV) run --frozen --no-sync co2 run --source $(SOURCE)
+# The whole platform as local processes (kept running: `make down` stops it), then one DAG run.
+run: install tools
+	$(UV) run --frozen --no-sync co2 up
+	$(UV) run --frozen --no-sync co2 trigger $(if $(filter live,$(SOURCE)),--source live)
+
+status: install
+	$(UV) run --frozen --no-sync co2 status
+
+down: install
+	$(UV) run --frozen --no-sync co2 down
 
 lint: install
 	$(UV) run --frozen --no-sync ruff check .

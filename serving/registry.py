@@ -96,6 +96,7 @@ class ModelFollower:
             return
         if str(version.version) in self.state.refused_versions:
             return  # already tried and refused; a new promotion will change the version
+        began = time.monotonic()
         try:
             loaded = self._load(client, version)
         except Exception as exc:
@@ -118,6 +119,7 @@ class ModelFollower:
             version=loaded.version,
             previous=current.version if current else None,
             mae_g_km=loaded.metrics.get("mae_g_km"),
+            load_seconds=round(time.monotonic() - began, 2),
         )
 
     def _load(self, client: Any, version: Any) -> LoadedModel:

@@ -30,6 +30,7 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
             "postgresql://", "postgresql+psycopg2://"
         )

@@ -198,6 +198,9 @@ def platform_environment(plan: StackPlan) -> dict[str, str]:
         "CO2_HOME": str(plan.home),
         "CO2_POLL_SECONDS": str(plan.poll_seconds),
         "PYTHONUNBUFFERED": "1",
+        # MLflow's usage telemetry phones home and rewrites os.environ from a thread while a
+        # task logs its run (seen failing tasks with KeyError '_MLFLOW_TELEMETRY_SESSION_ID')
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     return env
 

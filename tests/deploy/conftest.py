@@ -247,7 +247,7 @@ def mlflow_stack(postgres_database, tmp_path_factory: pytest.TempPathFactory) ->
         [str(Path(sys.executable).parent / "mlflow"), *arguments],
         f"http://127.0.0.1:{port}/health",
         home / "mlflow.log",
-        {"MLFLOW_BACKEND_STORE_URI": backend},
+        {**compose_service("mlflow")["environment"], "MLFLOW_BACKEND_STORE_URI": backend},
     )
     server.wait_healthy(180)
     yield f"http://127.0.0.1:{port}"
