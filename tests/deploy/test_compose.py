@@ -41,18 +41,23 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def resolved() -> dict[str, Any]:
     """The compose file as docker-compose resolves it with .env.example (anchors merged, variables set)."""
+    result = docker_compose("--profile", "offline", "config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's docker-compose on the compose file with .env.example."""
     executable = shutil.which("docker-compose")
     assert executable, "docker-compose is missing: `make tools` installs it (Debian package docker-compose)"
-    result = subprocess.run(
-        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "--profile", "offline", "config"],
+    return subprocess.run(
+        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         cwd=PROJECT_DIR,
     )
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)
 
 
 def example_env() -> dict[str, str]:
@@ -79,16 +84,7 @@ def named_volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_docker_compose_config_is_valid_with_the_example_env() -> None:
-    executable = shutil.which("docker-compose")
-    assert executable, "docker-compose is missing: `make tools` installs it (Debian package docker-compose)"
-    result = subprocess.run(
-        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=PROJECT_DIR,
-    )
+    result = docker_compose("config", "-q")
     assert result.returncode == 0, result.stderr
 
 
