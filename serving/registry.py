@@ -77,7 +77,7 @@ class ModelFollower:
     def poll_once(self) -> None:
         """One look at the registry; loads and swaps in a new production version if there is one."""
         try:
-            client = mlflow_client(self.settings)
+            client = mlflow_client(self.settings, process_default=False)
             version = current_production(client, self.settings)
         except Exception as exc:  # unreachable, or answering errors: keep serving what we have
             self.state.reachable = False
@@ -129,7 +129,10 @@ class ModelFollower:
 
         uri = f"models:/{self.settings.model_name}/{version.version}"
         with tempfile.TemporaryDirectory(prefix="co2-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            server = self.settings.mlflow_tracking_uri
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=server, registry_uri=server
+            )
             model = mlflow.sklearn.load_model(local)
             example = Model.load(local).load_input_example(local)
         if example is None:

@@ -328,7 +328,7 @@ def registry_summary(settings: Settings) -> dict[str, Any]:
 
     from co2.mlflow_utils import current_production, mlflow_client
 
-    client = mlflow_client(settings)
+    client = mlflow_client(settings, process_default=False)
     try:
         versions = client.search_model_versions(
             f"name = '{settings.model_name}'", order_by=["version_number DESC"], max_results=1

@@ -20,8 +20,12 @@ class RegistryUnavailableError(RuntimeError):
     """The MLflow tracking server cannot be reached."""
 
 
-def mlflow_client(settings: Settings) -> Any:
-    """An MlflowClient on the configured server, after checking that the server answers."""
+def mlflow_client(settings: Settings, process_default: bool = True) -> Any:
+    """An MlflowClient on the configured server, after checking that the server answers.
+
+    `process_default` also makes it the server of MLflow's module-level API (`mlflow.start_run`,
+    `models:/` URIs), as the pipeline's steps need; the prediction service keeps to its client.
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -33,8 +37,9 @@ def mlflow_client(settings: Settings) -> Any:
             raise RegistryUnavailableError(
                 f"MLflow at {uri} does not answer ({exc}); start it or fix MLFLOW_TRACKING_URI"
             ) from None
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    if process_default:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import mlflow
+import mlflow.artifacts
+import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import psutil
@@ -40,8 +42,13 @@ def run_to_end(platform: LocalPlatform, run_id: str, timeout: float = 900) -> tu
     return state, client.task_states(DAG_ID, run_id)
 
 
+def registry(platform: LocalPlatform) -> MlflowClient:
+    """A client of the platform's MLflow only (never the process-wide default another test set)."""
+    return MlflowClient(platform.info["mlflow_url"], registry_uri=platform.info["mlflow_url"])
+
+
 def production_version(platform: LocalPlatform) -> str:
-    client = MlflowClient(platform.info["mlflow_url"])
+    client = registry(platform)
     return str(client.get_model_version_by_alias(MODEL, "production").version)
 
 
@@ -99,7 +106,9 @@ def test_up_starts_every_component_and_says_where(local_platform: LocalPlatform,
     print(f"\nco2 up to healthy: {started['seconds']:.0f}s\n{status.stdout}")
 
 
-def test_triggered_run_promotes_and_the_service_follows(local_platform: LocalPlatform, started: dict[str, Any]) -> None:
+def test_triggered_run_promotes_and_the_service_follows(
+    local_platform: LocalPlatform, started: dict[str, Any], tmp_path: Path
+) -> None:
     assert local_platform.served_version() is None  # nothing in production yet: not ready
     assert httpx.get(f"{local_platform.info['api_url']}/ready").status_code == 503
 
@@ -119,7 +128,7 @@ def test_triggered_run_promotes_and_the_service_follows(local_platform: LocalPla
     }
 
     version = production_version(local_platform)
-    tags = MlflowClient(local_platform.info["mlflow_url"]).get_model_version(MODEL, version).tags
+    tags = registry(local_platform).get_model_version(MODEL, version).tags
     assert tags["co2.promoted"] == "true"
     served_after = wait_served(local_platform, version, seconds=30)
 
@@ -129,10 +138,11 @@ def test_triggered_run_promotes_and_the_service_follows(local_platform: LocalPla
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-model-version"] == version
     served = np.array([p["co2_wltp_g_km"] for p in answer.json()["predictions"]])
-    mlflow.set_tracking_uri(local_platform.info["mlflow_url"])
-    direct = mlflow.sklearn.load_model(f"models:/{MODEL}@production").predict(
-        pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS)
+    server = local_platform.info["mlflow_url"]
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{MODEL}@production", dst_path=str(tmp_path), tracking_uri=server, registry_uri=server
     )
+    direct = mlflow.sklearn.load_model(local).predict(pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS))
     np.testing.assert_allclose(served, direct, atol=0.005 + 1e-9)  # the service answers in 0.01 g/km
     mae = float(np.abs(served - test[col.TARGET].to_numpy()).mean())
     assert mae < 6.0, mae  # unweighted over configurations; the registry's weighted MAE is lower
@@ -162,7 +172,7 @@ def test_second_trigger_with_the_same_data_promotes_nothing(local_platform: Loca
     state, _ = run_to_end(local_platform, run_id)
     assert state == "success"
     assert production_version(local_platform) == before
-    client = MlflowClient(local_platform.info["mlflow_url"])
+    client = registry(local_platform)
     newest = max(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
     assert int(newest.version) > int(before) and newest.tags["co2.promoted"] == "false", newest.tags
     time.sleep(3)  # longer than a poll
