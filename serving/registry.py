@@ -22,7 +22,7 @@ import pandas as pd
 
 from co2 import columns as col
 from co2.logs import get_logger
-from co2.mlflow_utils import current_production, mlflow_client
+from co2.mlflow_utils import current_production, download_version, mlflow_client
 from co2.settings import Settings
 from serving import metrics
 
@@ -123,15 +123,12 @@ class ModelFollower:
         )
 
     def _load(self, client: Any, version: Any) -> LoadedModel:
-        import mlflow.artifacts
         import mlflow.sklearn
         from mlflow.models import Model
 
-        uri = f"models:/{self.settings.model_name}/{version.version}"
         with tempfile.TemporaryDirectory(prefix="co2-model-") as tmp:
-            server = self.settings.mlflow_tracking_uri
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=server, registry_uri=server
+            local = download_version(
+                client, self.settings.mlflow_tracking_uri, self.settings.model_name, str(version.version), tmp
             )
             model = mlflow.sklearn.load_model(local)
             example = Model.load(local).load_input_example(local)

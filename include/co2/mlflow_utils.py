@@ -20,6 +20,18 @@ class RegistryUnavailableError(RuntimeError):
     """The MLflow tracking server cannot be reached."""
 
 
+def download_version(client: Any, tracking_uri: str, name: str, version: str, dst_path: str) -> str:
+    """The files of one registered version, from this server only.
+
+    `models:/` URIs resolve through MLflow's process-wide registry URI whatever the arguments
+    say, so the version's storage location is asked of `client` and fetched from `tracking_uri`.
+    """
+    import mlflow.artifacts
+
+    location = client.get_model_version_download_uri(name, version)
+    return str(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=dst_path, tracking_uri=tracking_uri))
+
+
 def mlflow_client(settings: Settings, process_default: bool = True) -> Any:
     """An MlflowClient on the configured server, after checking that the server answers.
 

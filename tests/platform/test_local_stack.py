@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
-import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
@@ -25,6 +23,7 @@ import pytest
 from mlflow import MlflowClient
 
 from co2 import columns as col
+from co2.mlflow_utils import download_version
 from co2.stack import DAG_ID
 from tests.platform.conftest import LocalPlatform
 
@@ -138,10 +137,7 @@ def test_triggered_run_promotes_and_the_service_follows(
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-model-version"] == version
     served = np.array([p["co2_wltp_g_km"] for p in answer.json()["predictions"]])
-    server = local_platform.info["mlflow_url"]
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{MODEL}@production", dst_path=str(tmp_path), tracking_uri=server, registry_uri=server
-    )
+    local = download_version(registry(local_platform), local_platform.info["mlflow_url"], MODEL, version, str(tmp_path))
     direct = mlflow.sklearn.load_model(local).predict(pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS))
     np.testing.assert_allclose(served, direct, atol=0.005 + 1e-9)  # the service answers in 0.01 g/km
     mae = float(np.abs(served - test[col.TARGET].to_numpy()).mean())
