@@ -223,9 +223,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from co2 import stack
+    from co2 import local, stack
 
-    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    home = local.co2_home()
     stopped = stack.down(home)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
     return 0
@@ -234,9 +234,9 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from co2 import stack
+    from co2 import local, stack
 
-    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    home = local.co2_home()
     report, info = stack.status(home)
     if args.json:
         print(json.dumps({"components": [asdict(c) for c in report], **info}, indent=2))
@@ -264,9 +264,9 @@ def _trigger(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from co2 import stack
+    from co2 import local, stack
 
-    home = (get_settings().home or stack.PROJECT_DIR / ".co2").resolve()
+    home = local.co2_home()
     try:
         client = stack.client_for(home)
         conf = {"years": args.years or [], "source": args.source, "force_promotion": args.force_promotion}
