@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import pandas as pd
-
-from co2 import columns as col
+from co2.model import input_columns
+from serving import metrics
 from serving.registry import LoadedModel, ModelFollower
 
 QUIET_TURNS = 3
@@ -61,14 +60,15 @@ class Batcher:
                 for item in batch:
                     item.future.set_exception(RuntimeError("no model loaded"))
                 continue
-            frame = pd.DataFrame.from_records([item.row for item in batch], columns=col.MODEL_INPUT_COLUMNS)
+            cars = input_columns([item.row for item in batch])
             try:
-                values = model.predict(frame)
+                values = model.predict(cars)
             except Exception as exc:
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            for item, value in zip(batch, values, strict=True):
+            metrics.observe_predictions(model.input_ranges, cars, values)
+            for item, value in zip(batch, values.tolist(), strict=True):
                 if not item.future.done():
-                    item.future.set_result((float(value), model))
+                    item.future.set_result((value, model))

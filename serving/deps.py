@@ -1,4 +1,8 @@
-"""Dependencies of the routes: the settings, the model in production, the API key check."""
+"""Dependencies of the routes: the settings, the model in production, the API key check.
+
+All `async`: FastAPI runs a plain `def` dependency in a worker thread, a hop that costs more
+than the dependency itself on every request.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +19,22 @@ from serving.registry import LoadedModel, ModelFollower
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when CO2_API_KEYS is set")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_follower(request: Request) -> ModelFollower:
+async def get_follower(request: Request) -> ModelFollower:
     follower: ModelFollower = request.app.state.follower
     return follower
 
 
-def get_batcher(request: Request) -> Batcher:
+async def get_batcher(request: Request) -> Batcher:
     batcher: Batcher = request.app.state.batcher
     return batcher
 
 
-def get_current_model(follower: Annotated[ModelFollower, Depends(get_follower)]) -> LoadedModel:
+async def get_current_model(follower: Annotated[ModelFollower, Depends(get_follower)]) -> LoadedModel:
     model = follower.current
     if model is None:
         raise HTTPException(
@@ -40,7 +44,7 @@ def get_current_model(follower: Annotated[ModelFollower, Depends(get_follower)])
     return model
 
 
-def require_api_key(
+async def require_api_key(
     settings: Annotated[Settings, Depends(get_settings)], api_key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
     """Open when no keys are configured; otherwise 401 without a key, 403 with a wrong one."""

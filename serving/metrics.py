@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -52,3 +55,20 @@ def set_model_info(name: str, version: str, run_id: str) -> None:
     MODEL_INFO.labels(model_name=name, model_version=version, run_id=run_id).set(1)
     if version.isdigit():
         MODEL_VERSION.set(int(version))
+
+
+def observe_predictions(
+    input_ranges: Mapping[str, list[float]], cars: Mapping[str, np.ndarray], co2_g_km: np.ndarray
+) -> None:
+    """Once per model call: cars predicted, their predictions, and inputs outside the training range."""
+    PREDICTIONS.inc(len(co2_g_km))
+    for value in co2_g_km.tolist():
+        PREDICTED_CO2.observe(value)
+    for feature, (low, high) in input_ranges.items():
+        given = cars.get(feature)
+        if given is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            outside = int(np.count_nonzero((given < low) | (given > high)))
+        if outside:
+            OUT_OF_RANGE.labels(feature=feature).inc(outside)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import pandas as pd
 from co2 import columns as col
 from co2.logs import get_logger
 from co2.mlflow_utils import current_production, download_version, mlflow_client
+from co2.model import Columns, input_columns, predict_columns
 from co2.settings import Settings
 from serving import metrics
 
@@ -40,8 +41,8 @@ class LoadedModel:
     lineage: dict[str, str]
     input_ranges: dict[str, list[float]]
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.model.predict(frame), dtype=np.float64)
+    def predict(self, cars: Columns) -> np.ndarray:
+        return predict_columns(self.model, cars)
 
 
 @dataclass
@@ -138,6 +139,11 @@ class ModelFollower:
         predicted = np.asarray(model.predict(frame), dtype=np.float64)
         if predicted.shape != (len(frame),) or not np.isfinite(predicted).all() or (predicted < 0).any():
             raise ValueError(f"the model's predictions on its own input example are not sane: {predicted[:5]}")
+        # requests take the array path: it must answer as the model itself does
+        records = cast(list[dict[str, Any]], frame.to_dict(orient="records"))
+        served = predict_columns(model, input_columns(records))
+        if not np.allclose(served, predicted, rtol=1e-9, atol=1e-9):
+            raise ValueError(f"the service's array path disagrees with the model: {served[:5]} != {predicted[:5]}")
         tags = version.tags or {}
         features = getattr(model, "named_steps", {}).get("features")
         return LoadedModel(

@@ -16,7 +16,11 @@ prediction service answer alike.
 
 from __future__ import annotations
 
+import os
 import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -35,8 +39,9 @@ from co2.vocabulary import (
     CO2_PER_FUEL_LITRE_G_KM,
     HYBRID_FUEL_TYPES,
     ZERO_EMISSION_FUEL_TYPES,
-    normalise_fuel_types,
-    normalise_makes,
+    normalise_fuel_mode,
+    normalise_fuel_type,
+    normalise_make,
 )
 
 FAMILIES: tuple[str, ...] = ("random_forest", "linear_regression", "knn")
@@ -99,6 +104,47 @@ def utility_factor(electric_range_km: pd.Series | np.ndarray) -> np.ndarray:
     return np.asarray(1.0 - np.exp(-exponent))
 
 
+# Some cars' inputs or features by column name: a DataFrame, or a dict of equally long arrays.
+# The model computes on arrays; a request's few cars skip building a DataFrame, which would
+# cost more than the prediction itself.
+Columns = pd.DataFrame | Mapping[str, Any]
+
+
+def input_columns(cars: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The model's input columns from cars given as records (a missing or None value: not given)."""
+    columns = {name: np.array([car.get(name) for car in cars], dtype=np.float64) for name in col.NUMERIC_FEATURES}
+    for name in (*col.CATEGORICAL_FEATURES, col.MAKE):
+        words = np.empty(len(cars), dtype=object)
+        words[:] = [car.get(name) for car in cars]
+        columns[name] = words
+    return columns
+
+
+def predict_columns(model: Any, X: Columns) -> np.ndarray:
+    """`model.predict(X)` in float64; for a model built by `build_model`, computed on arrays throughout."""
+    steps = getattr(model, "named_steps", {})
+    features, regressor = steps.get("features"), steps.get("regressor")
+    if len(steps) == 2 and isinstance(features, CarFeatures) and isinstance(regressor, WltpCo2Regressor):
+        return regressor.predict_features(features.features(X))
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    return np.asarray(model.predict(frame), dtype=np.float64)
+
+
+def _rows(X: Columns) -> int:
+    if isinstance(X, pd.DataFrame):
+        return len(X.index)
+    return len(next(iter(X.values()))) if X else 0
+
+
+def _numbers(values: Any) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    numbers = pd.to_numeric(values, errors="coerce")
+    if isinstance(numbers, pd.Series):
+        return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(numbers, dtype=np.float64)
+
+
 class CarFeatures(TransformerMixin, BaseEstimator):
     """Vocabulary and physics; learns each fuel's CO2 per litre from the training data."""
 
@@ -126,24 +172,27 @@ class CarFeatures(TransformerMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _columns(X: pd.DataFrame) -> dict[str, np.ndarray]:
+    def _columns(X: Columns) -> dict[str, np.ndarray]:
         """The inputs as arrays: numbers (0 or less means "not given"), normalised words."""
-        n = len(X)
+        n = _rows(X)
         columns: dict[str, np.ndarray] = {}
         for name in col.NUMERIC_FEATURES:
-            values = (
-                pd.to_numeric(X[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                if name in X
-                else np.full(n, np.nan)
-            )
+            values = _numbers(X[name]) if name in X else np.full(n, np.nan)
             with np.errstate(invalid="ignore"):
                 columns[name] = np.where(values > 0, values, np.nan)
-        missing = pd.Series([None] * n, index=X.index, dtype="string")
-        fuel_type = normalise_fuel_types(X[col.FUEL_TYPE]) if col.FUEL_TYPE in X else missing
-        fuel_mode = X["fuel_mode"].astype("string").str.strip().str.upper() if "fuel_mode" in X else missing
-        make = normalise_makes(X[col.MAKE]) if col.MAKE in X else missing
-        for name, words in ((col.FUEL_TYPE, fuel_type), ("fuel_mode", fuel_mode), (col.MAKE, make)):
-            columns[name] = words.astype(object).where(words.notna(), "missing").to_numpy(dtype=object)
+        for name, normalise in (
+            (col.FUEL_TYPE, normalise_fuel_type),
+            ("fuel_mode", normalise_fuel_mode),
+            (col.MAKE, normalise_make),
+        ):
+            words = np.empty(n, dtype=object)
+            if name in X:
+                given = X[name]
+                given = given.to_numpy(dtype=object) if isinstance(given, pd.Series) else given
+                words[:] = [("missing" if (word := normalise(value)) is None else word) for value in given]
+            else:
+                words[:] = "missing"
+            columns[name] = words
         return columns
 
     @classmethod
@@ -151,14 +200,17 @@ class CarFeatures(TransformerMixin, BaseEstimator):
         return pd.DataFrame(cls._columns(X), index=X.index)
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        # numpy arrays throughout, one DataFrame at the end: this runs on every prediction request
+        return pd.DataFrame(self.features(X), index=X.index)
+
+    def features(self, X: Columns) -> dict[str, np.ndarray]:
+        """What `transform` computes, as arrays: this runs on every prediction request."""
         f = self._columns(X)
         fuel, mode = f[col.FUEL_TYPE], f["fuel_mode"]
         zero = np.isin(fuel, list(ZERO_EMISSION_FUEL_TYPES))
         with np.errstate(invalid="ignore", divide="ignore"):
             plug_in = ((mode == "P") | (f["electric_range_km"] > 0)) & ~zero
             diesel = np.isin(fuel, ["diesel", "diesel/electric"])
-            factor = pd.Series(fuel).map(self.co2_per_litre_).to_numpy(dtype=np.float64, na_value=np.nan)
+            factor = np.array([self.co2_per_litre_.get(word, np.nan) for word in fuel], dtype=np.float64)
             fallback = np.where(diesel, self.co2_per_litre_["diesel"], self.co2_per_litre_["petrol"])
             factor = np.where(np.isnan(factor), fallback, factor)
             fc = f["fuel_consumption_l_100km"]
@@ -200,7 +252,7 @@ class CarFeatures(TransformerMixin, BaseEstimator):
             burns_fuel = (stated_or_single & ~plug_in) | (plug_in & (fc < PLUG_IN_WEIGHTED_FC_MAX_L_100KM))
             out[PHYSICS_CO2] = np.where(burns_fuel & ~zero, factor * fc, np.nan)
             out[ZERO_EMISSION] = zero.astype(np.float64)
-        return pd.DataFrame(out, index=X.index)
+        return out
 
 
 class WltpCo2Regressor(RegressorMixin, BaseEstimator):
@@ -238,12 +290,17 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        out = np.zeros(len(X), dtype=np.float64)
-        emits = X[ZERO_EMISSION].to_numpy() == 0
+        return self.predict_features({name: X[name].to_numpy() for name in X.columns})
+
+    def predict_features(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """`predict` on the features as arrays (what `CarFeatures.features` returns)."""
+        emits = features[ZERO_EMISSION] == 0
+        out = np.zeros(len(emits), dtype=np.float64)
         if emits.any():
-            predicted = fast_predict(self.regressor_, X[emits])
+            emitting = features if emits.all() else {name: values[emits] for name, values in features.items()}
+            predicted = fast_predict(self.regressor_, emitting)
             out[emits] = np.maximum(np.exp(predicted) if self.log_target else predicted, 0.0)
-        physics = X[PHYSICS_CO2].to_numpy(dtype=np.float64)
+        physics = np.asarray(features[PHYSICS_CO2], dtype=np.float64)
         # Fuel x carbon is exact when the fuel consumption is a WLTP figure. A figure on another
         # basis (some registrations carry NEDC values, ~20 % lower) shows as a gap below the
         # regressor's estimate; the band is asymmetric for that reason (tuned on the 2021 data).
@@ -256,7 +313,7 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         return out
 
 
-def fast_predict(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
+def fast_predict(pipeline: Pipeline, X: Columns) -> np.ndarray:
     """`pipeline.predict(X)` without scikit-learn's per-call overhead, where its shape allows.
 
     A prediction request carries one car: then the validation, pandas handling and per-tree
@@ -265,19 +322,54 @@ def fast_predict(pipeline: Pipeline, X: pd.DataFrame) -> np.ndarray:
     parameters; anything else (the spline step of the linear family) takes the generic path.
     """
     encode, regressor = pipeline.named_steps["encode"], pipeline.named_steps["regressor"]
+    if isinstance(X, pd.DataFrame):
+        X = {name: X[name].to_numpy() for name in X.columns}
     encoded = _fast_encode(encode, X)
     if encoded is None:
-        return np.asarray(pipeline.predict(X), dtype=np.float64)
+        return np.asarray(pipeline.predict(pd.DataFrame(X)), dtype=np.float64)
     if isinstance(regressor, RandomForestRegressor):
         rows = np.ascontiguousarray(encoded, dtype=np.float32)  # what the trees were grown on
-        total = np.zeros(len(rows), dtype=np.float64)
-        for tree in regressor.estimators_:
-            total += tree.tree_.predict(rows).reshape(len(rows), -1)[:, 0]
-        return total / len(regressor.estimators_)
+        trees = _forest_leaves(regressor)
+        if len(rows) < PARALLEL_MIN_ROWS or _TREE_THREADS == 1:
+            return _sum_trees(trees, rows) / len(trees)
+        # The walk down the trees is compiled code that releases the interpreter lock: a large
+        # batch is split by trees among threads.
+        shares = [trees[i::_TREE_THREADS] for i in range(_TREE_THREADS)]
+        return np.sum(list(_tree_pool().map(_sum_trees, shares, [rows] * len(shares))), axis=0) / len(trees)
     return np.asarray(regressor.predict(encoded), dtype=np.float64)
 
 
-def _fast_encode(encode: ColumnTransformer, X: pd.DataFrame) -> np.ndarray | None:
+PARALLEL_MIN_ROWS = 200
+_TREE_THREADS = min(4, os.cpu_count() or 1)
+
+
+@cache
+def _tree_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_TREE_THREADS, thread_name_prefix="co2-trees")
+
+
+def _sum_trees(trees: list[tuple[Any, np.ndarray]], rows: np.ndarray) -> np.ndarray:
+    total = np.zeros(len(rows), dtype=np.float64)
+    for tree, node_values in trees:
+        total += node_values[tree.apply(rows)]
+    return total
+
+
+_FOREST_LEAVES: weakref.WeakKeyDictionary[RandomForestRegressor, list[tuple[Any, np.ndarray]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _forest_leaves(forest: RandomForestRegressor) -> list[tuple[Any, np.ndarray]]:
+    """Each tree with the value of its nodes: `value[apply(X)]` is `tree.predict(X)` without its checks."""
+    cached = _FOREST_LEAVES.get(forest)
+    if cached is None:
+        cached = [(e.tree_, np.ascontiguousarray(e.tree_.value[:, 0, 0])) for e in forest.estimators_]
+        _FOREST_LEAVES[forest] = cached
+    return cached
+
+
+def _fast_encode(encode: ColumnTransformer, X: Mapping[str, np.ndarray]) -> np.ndarray | None:
     blocks: list[np.ndarray] = []
     for name, transformer, columns in encode.transformers_:
         if name == "remainder":
@@ -285,9 +377,9 @@ def _fast_encode(encode: ColumnTransformer, X: pd.DataFrame) -> np.ndarray | Non
                 continue
             return None
         if isinstance(transformer, OneHotEncoder):
-            blocks.append(_one_hot(transformer, X[columns].to_numpy(dtype=object)))
+            blocks.append(_one_hot(transformer, np.column_stack([np.asarray(X[c], dtype=object) for c in columns])))
             continue
-        values = X[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = np.column_stack([np.asarray(X[c], dtype=np.float64) for c in columns])
         if isinstance(transformer, MissingIndicator) and transformer.features == "all":
             blocks.append(np.isnan(values).astype(np.float64))
             continue

@@ -96,10 +96,24 @@ def _normalise_fuel_text(text: str) -> str:
     return text.strip().lower()
 
 
-def normalise_fuel_types(fuel_types: pd.Series) -> pd.Series:
+def normalise_fuel_type(fuel_type: object) -> str | None:
     """Lower case, trimmed: the 2021 `PETROL/ELECTRIC` and the 2025 `petrol/electric` are one type."""
-    values = [None if _missing(v) else _normalise_fuel_text(str(v)) for v in fuel_types.to_numpy(dtype=object)]
+    if _missing(fuel_type):
+        return None
+    return _normalise_fuel_text(str(fuel_type))
+
+
+def normalise_fuel_types(fuel_types: pd.Series) -> pd.Series:
+    values = [normalise_fuel_type(v) for v in fuel_types.to_numpy(dtype=object)]
     return pd.Series(values, index=fuel_types.index, dtype="string")
+
+
+def normalise_fuel_mode(fuel_mode: object) -> str | None:
+    """`m ` -> `M`: the EEA's one-letter fuel modes (M mono-fuel, B bi-fuel, F flex-fuel, H hybrid,
+    P plug-in hybrid, E electric)."""
+    if _missing(fuel_mode):
+        return None
+    return str(fuel_mode).strip().upper()
 
 
 def _missing(value: object) -> bool:

@@ -139,3 +139,20 @@ def test_fast_path_equals_scikit_learn(candidates: dict, splits: tuple[pd.DataFr
         )
         one = emitting.head(1)
         np.testing.assert_allclose(fast_predict(inner, one), inner.predict(one), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_records_take_the_same_path_as_a_dataframe(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The service predicts on arrays built from request records: the same answers as `model.predict`."""
+    from co2.model import PARALLEL_MIN_ROWS, input_columns, predict_columns
+
+    _, test = splits
+    inputs = test[col.MODEL_INPUT_COLUMNS]
+    assert len(inputs) >= PARALLEL_MIN_ROWS  # the forest's threaded path, as well as one car alone
+    records = [{k: v for k, v in row.items() if pd.notna(v)} for row in inputs.to_dict(orient="records")]
+    odd = {"fuel_type": " Petrol ", "fuel_mode": "m", "make": "vw", "mass_kg": 1300.0, "engine_power_kw": 81.0}
+    for name, model in candidates.items():
+        for cars in (records, records[:1], [odd]):
+            frame = pd.DataFrame.from_records(cars, columns=col.MODEL_INPUT_COLUMNS)
+            np.testing.assert_allclose(
+                predict_columns(model, input_columns(cars)), model.predict(frame), rtol=1e-9, atol=1e-9, err_msg=name
+            )
