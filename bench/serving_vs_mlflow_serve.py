@@ -172,10 +172,30 @@ def main() -> int:
                     else ""
                 )
             )
+        print_targets(rows)
     finally:
         for process in reversed(processes):
             process.stop()
     return 0
+
+
+def print_targets(rows: list[tuple[str, int, dict[str, float], dict[str, float]]]) -> None:
+    """The issue's targets, met or not, from the figures just measured."""
+    by_load = {(label, connections): (b, o) for label, connections, b, o in rows}
+    base, ours = by_load[("1 car", 16)]
+    _, batch = by_load[("1,000 cars", 1)]
+    checks = [
+        (
+            "single-car throughput at 16 clients >= 3x baseline",
+            ours["rps"] / base["rps"] >= 3,
+            f"{ours['rps'] / base['rps']:.2f}x",
+        ),
+        ("single-car p99 at 16 clients < 20 ms", ours["p99_ms"] < 20, f"{ours['p99_ms']:.1f} ms"),
+        ("1,000-car batch (one client, p50) < 50 ms", batch["p50_ms"] < 50, f"{batch['p50_ms']:.1f} ms"),
+    ]
+    print()
+    for text, met, figure in checks:
+        print(f"{'met ' if met else 'MISSED'}  {text}: {figure}")
 
 
 def train_and_promote(uri: str, home: Path) -> pd.DataFrame:

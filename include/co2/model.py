@@ -55,6 +55,8 @@ PLUG_IN_WEIGHTED_FC_MAX_L_100KM = 4.5
 # without them, so that it does not read "missing" as "unusual car".
 OFTEN_MISSING_INPUTS = ("test_mass_kg", "wheelbase_mm", "track_width_mm")
 COPY_WEIGHT = 0.3
+DIESEL_FUEL_TYPES = frozenset({"diesel", "diesel/electric"})
+GAS_FUEL_TYPES = frozenset({"lpg", "ng", "ng-biomethane"})
 # Fuel groups with their own slopes (mostly for the linear family).
 INTERACTION_GROUPS = ("diesel", "hybrid", "plug_in", "gas")
 INTERACTION_TERMS = {
@@ -128,6 +130,11 @@ def predict_columns(model: Any, X: Columns) -> np.ndarray:
         return regressor.predict_features(features.features(X))
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
     return np.asarray(model.predict(frame), dtype=np.float64)
+
+
+def _among(words: np.ndarray, vocabulary: frozenset[str]) -> np.ndarray:
+    """`np.isin` for words, by set lookup: a request's few words in microseconds, not tens of them."""
+    return np.fromiter((word in vocabulary for word in words), dtype=bool, count=len(words))
 
 
 def _rows(X: Columns) -> int:
@@ -206,10 +213,10 @@ class CarFeatures(TransformerMixin, BaseEstimator):
         """What `transform` computes, as arrays: this runs on every prediction request."""
         f = self._columns(X)
         fuel, mode = f[col.FUEL_TYPE], f["fuel_mode"]
-        zero = np.isin(fuel, list(ZERO_EMISSION_FUEL_TYPES))
+        zero = _among(fuel, ZERO_EMISSION_FUEL_TYPES)
         with np.errstate(invalid="ignore", divide="ignore"):
             plug_in = ((mode == "P") | (f["electric_range_km"] > 0)) & ~zero
-            diesel = np.isin(fuel, ["diesel", "diesel/electric"])
+            diesel = _among(fuel, DIESEL_FUEL_TYPES)
             factor = np.array([self.co2_per_litre_.get(word, np.nan) for word in fuel], dtype=np.float64)
             fallback = np.where(diesel, self.co2_per_litre_["diesel"], self.co2_per_litre_["petrol"])
             factor = np.where(np.isnan(factor), fallback, factor)
@@ -237,7 +244,7 @@ class CarFeatures(TransformerMixin, BaseEstimator):
                 "diesel": diesel & ~plug_in,
                 "hybrid": (mode == "H") & ~plug_in,
                 "plug_in": plug_in,
-                "gas": np.isin(fuel, ["lpg", "ng", "ng-biomethane"]),
+                "gas": _among(fuel, GAS_FUEL_TYPES),
             }
             for group, member in groups.items():
                 for term, compute in INTERACTION_TERMS.items():
@@ -246,8 +253,8 @@ class CarFeatures(TransformerMixin, BaseEstimator):
             out["plug_in_fuel_share_power"] = share * power * plug_in
 
             # An unstated fuel mode of a single-fuel type means the car burns that fuel.
-            stated_or_single = np.isin(mode, list(FUEL_BURNING_MODES)) | (
-                (mode == "missing") & ~np.isin(fuel, list(HYBRID_FUEL_TYPES))
+            stated_or_single = _among(mode, FUEL_BURNING_MODES) | (
+                (mode == "missing") & ~_among(fuel, HYBRID_FUEL_TYPES)
             )
             burns_fuel = (stated_or_single & ~plug_in) | (plug_in & (fc < PLUG_IN_WEIGHTED_FC_MAX_L_100KM))
             out[PHYSICS_CO2] = np.where(burns_fuel & ~zero, factor * fc, np.nan)
