@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -9,11 +10,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from co2.logs import get_logger
 
@@ -56,6 +58,86 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class ProcessError(RuntimeError):
+    """A process this platform started did not come up; says which and where its log is."""
+
+
+def spawn(
+    command: list[str], log_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start in a process group of its own (so that stopping it stops what it started), output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as handle:
+        return subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def wait_until_healthy(
+    name: str, healthy: Callable[[], bool], alive: Callable[[], bool], log_path: Path, timeout_seconds: float
+) -> float:
+    """Seconds until `healthy()`; a ProcessError with the log's tail if the process dies or time runs out."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_seconds:
+        if not alive():
+            raise ProcessError(
+                f"{name} exited before becoming healthy; its log {log_path} ends with:\n{tail(log_path)}"
+            )
+        if healthy():
+            return time.monotonic() - began
+        time.sleep(0.3)
+    raise ProcessError(f"{name} not healthy after {timeout_seconds:.0f}s; see {log_path}:\n{tail(log_path)}")
+
+
+def http_ok(url: str, accept: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return accept(httpx.get(url, timeout=3.0))
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:
+        return []
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return [process]
+
+
+def stop_group(pid: int, tree: list[psutil.Process], timeout_seconds: float) -> dict[int, int | None]:
+    """SIGTERM the process group led by `pid`, then SIGKILL whatever of `tree` outlives the timeout.
+
+    Returns the exit code of each process of `tree` by pid (negative: the signal that ended it).
+    """
+    _signal_group(pid, signal.SIGTERM)
+    gone, alive = psutil.wait_procs(tree, timeout=timeout_seconds)
+    if alive:
+        log.warning("process_kill", pid=pid, pids=[p.pid for p in alive])
+        _signal_group(pid, signal.SIGKILL)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        killed, _ = psutil.wait_procs(alive, timeout=5)
+        gone += killed
+    return {process.pid: getattr(process, "returncode", None) for process in gone}
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
 @dataclass
 class ManagedProcess:
     """A server this platform started: its process, its health URL and its log file."""
@@ -66,37 +148,25 @@ class ManagedProcess:
     log_path: Path
 
     def wait_healthy(self, timeout_seconds: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with code {self.process.returncode} before becoming healthy; "
-                    f"see {self.log_path}:\n{tail(self.log_path)}"
-                )
-            try:
-                if httpx.get(self.health_url, timeout=2.0).status_code == 200:
-                    log.info("process_healthy", name=self.name, url=self.health_url, pid=self.process.pid)
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(
-            f"{self.name} not healthy at {self.health_url} after {timeout_seconds:.0f}s; see {self.log_path}"
-        )
+        try:
+            wait_until_healthy(
+                self.name,
+                http_ok(self.health_url),
+                lambda: self.process.poll() is None,
+                self.log_path,
+                timeout_seconds,
+            )
+        except ProcessError:
+            self.stop()
+            raise
+        log.info("process_healthy", name=self.name, url=self.health_url, pid=self.process.pid)
 
     def stop(self, timeout_seconds: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left."""
         if self.process.poll() is not None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        except ProcessLookupError:
-            pass
+        codes = stop_group(self.process.pid, process_tree(self.process.pid), timeout_seconds)
+        self.process.returncode = codes.get(self.process.pid)  # psutil reaped it, Popen cannot know
         log.info("process_stopped", name=self.name, pid=self.process.pid)
 
 
@@ -104,16 +174,7 @@ def start(
     name: str, command: list[str], health_url: str, log_path: Path, env: Mapping[str, str] | None = None
 ) -> ManagedProcess:
     """Start a server in its own process group (so that stopping it stops its workers too)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = log_path.open("ab")
-    process = subprocess.Popen(
-        command,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
-    handle.close()
+    process = spawn(command, log_path, env)
     log.info("process_started", name=name, pid=process.pid, log=str(log_path))
     return ManagedProcess(name, process, health_url, log_path)
 

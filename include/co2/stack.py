@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,21 @@ from typing import Any
 import httpx
 import psutil
 
-from co2.local import MLFLOW_SERVER_ENV, PROJECT_DIR, SAMPLE_CSV, executable, mlflow_server_command, port_is_free, tail
+from co2.local import (
+    MLFLOW_SERVER_ENV,
+    PROJECT_DIR,
+    SAMPLE_CSV,
+    ProcessError,
+    executable,
+    http_ok,
+    mlflow_server_command,
+    port_is_free,
+    process_tree,
+    spawn,
+    stop_group,
+    tail,
+    wait_until_healthy,
+)
 from co2.logs import get_logger
 from co2.settings import Settings
 
@@ -218,16 +231,6 @@ class Component:
     timeout_seconds: float = 180.0
 
 
-def http_ok(url: str, accept: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return accept(httpx.get(url, timeout=3.0))
-        except httpx.HTTPError:
-            return False
-
-    return check
-
-
 def heartbeat_healthy(plan: StackPlan, component: str) -> Callable[[], bool]:
     """The DAG processor's and triggerer's heartbeats, as the API server's health endpoint reports them."""
     return http_ok(
@@ -404,13 +407,7 @@ class Running:
         return self.process() is not None
 
     def tree(self) -> list[psutil.Process]:
-        process = self.process()
-        if process is None:
-            return []
-        try:
-            return [process, *process.children(recursive=True)]
-        except psutil.Error:
-            return [process]
+        return process_tree(self.pid) if self.alive() else []
 
 
 @dataclass
@@ -434,17 +431,7 @@ class StackState:
 
 
 def launch(component: Component, log_path: Path) -> Running:
-    """Start in a process group of its own, so that stopping it stops what it started."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as handle:
-        process = subprocess.Popen(
-            component.command,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **component.env},
-            cwd=PROJECT_DIR,
-            start_new_session=True,
-        )
+    process = spawn(component.command, log_path, component.env, cwd=PROJECT_DIR)
     started = psutil.Process(process.pid).create_time()
     log.info("component_started", component=component.name, pid=process.pid, log=str(log_path))
     return Running(component.name, process.pid, started, str(log_path), component.url)
@@ -452,22 +439,14 @@ def launch(component: Component, log_path: Path) -> Running:
 
 def wait_healthy(component: Component, running: Running) -> float:
     """Seconds until the component answered healthy; a clear error with its log's tail otherwise."""
-    began = time.monotonic()
-    while time.monotonic() - began < component.timeout_seconds:
-        if not running.alive():
-            raise StackError(
-                f"{component.name} exited before becoming healthy; its log {running.log} ends with:\n"
-                f"{tail(Path(running.log))}"
-            )
-        if component.healthy():
-            seconds = time.monotonic() - began
-            log.info("component_healthy", component=component.name, seconds=round(seconds, 1))
-            return seconds
-        time.sleep(0.5)
-    raise StackError(
-        f"{component.name} not healthy after {component.timeout_seconds:.0f}s; see {running.log}:\n"
-        f"{tail(Path(running.log))}"
-    )
+    try:
+        seconds = wait_until_healthy(
+            component.name, component.healthy, running.alive, Path(running.log), component.timeout_seconds
+        )
+    except ProcessError as exc:
+        raise StackError(str(exc)) from None
+    log.info("component_healthy", component=component.name, seconds=round(seconds, 1))
+    return seconds
 
 
 class StackError(RuntimeError):
@@ -579,29 +558,12 @@ def down(home: Path, timeout_seconds: float = 30.0) -> list[str]:
         tree = running.tree()
         if not tree:
             continue
-        _signal_group(running.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=timeout_seconds)
-        if alive:
-            log.warning("component_kill", component=running.name, pids=[p.pid for p in alive])
-            _signal_group(running.pid, signal.SIGKILL)
-            for process in alive:
-                _kill(process)
-            psutil.wait_procs(alive, timeout=5)
+        stop_group(running.pid, tree, timeout_seconds)
         log.info("component_stopped", component=running.name, pid=running.pid)
         stopped.append(running.name)
     state.running.clear()
     state.save()
     return stopped
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
-
-
-def _kill(process: psutil.Process) -> None:
-    with contextlib.suppress(psutil.Error):
-        process.kill()
 
 
 @dataclass
