@@ -20,6 +20,7 @@ import os
 import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -397,10 +398,93 @@ def _fast_encode(encode: ColumnTransformer, X: Mapping[str, np.ndarray]) -> np.n
                 values = np.where(np.isnan(values), fill, values)
             elif isinstance(step, StandardScaler) and step.with_mean and step.with_std:
                 values = (values - step.mean_) / step.scale_
+            elif isinstance(step, SplineTransformer) and (splined := _splines(step, values)) is not None:
+                values = splined
             else:
                 return None
         blocks.append(values)
     return np.hstack(blocks)
+
+
+@dataclass(frozen=True)
+class _SplineLayout:
+    """A fitted SplineTransformer's knots and boundary values, per feature, as arrays."""
+
+    knots: np.ndarray  # (features, knots)
+    low: np.ndarray  # (features,) the first and last inner knot: the fitted range
+    high: np.ndarray
+    at_low: np.ndarray  # (features, degree) the first bases' value and slope at `low`
+    slope_low: np.ndarray
+    at_high: np.ndarray  # (features, degree) the last bases' value and slope at `high`
+    slope_high: np.ndarray
+
+
+_SPLINE_LAYOUTS: weakref.WeakKeyDictionary[SplineTransformer, _SplineLayout] = weakref.WeakKeyDictionary()
+
+
+def _splines(step: SplineTransformer, values: np.ndarray) -> np.ndarray | None:
+    """SplineTransformer(extrapolation="linear").transform for all features at once (Cox-de Boor).
+
+    scikit-learn evaluates one scipy BSpline per feature, ~0.2 ms each whatever the rows; this
+    evaluates the few bases that are non-zero at each value, for every feature together.
+    """
+    degree = step.degree
+    if step.extrapolation != "linear" or step.sparse_output or not step.include_bias or degree < 2:
+        return None
+    if getattr(step, "handle_missing", "error") != "zeros" and np.isnan(values).any():
+        return None  # scikit-learn's own error
+    layout = _SPLINE_LAYOUTS.get(step)
+    if layout is None:
+        splines = step.bsplines_
+        low = np.array([s.t[degree] for s in splines])
+        high = np.array([s.t[-degree - 1] for s in splines])
+        layout = _SPLINE_LAYOUTS[step] = _SplineLayout(
+            knots=np.array([s.t for s in splines]),
+            low=low,
+            high=high,
+            at_low=np.array([s(a)[:degree] for s, a in zip(splines, low, strict=True)]),
+            slope_low=np.array([s(a, nu=1)[:degree] for s, a in zip(splines, low, strict=True)]),
+            at_high=np.array([s(b)[-degree:] for s, b in zip(splines, high, strict=True)]),
+            slope_high=np.array([s(b, nu=1)[-degree:] for s, b in zip(splines, high, strict=True)]),
+        )
+    rows, features = values.shape
+    knots = layout.knots
+    bases = knots.shape[1] - degree - 1
+    inside = (values >= layout.low) & (values <= layout.high)  # NaN is neither: all bases 0
+    x = np.where(inside, values, layout.low)
+    # the knot interval of each value: t[i] <= x < t[i + 1], the last interval closed
+    interval = (knots[None, :, :] <= x[:, :, None]).sum(axis=2) - 1
+    interval = np.clip(interval, degree, bases - 1)
+
+    def knot(offset: int) -> np.ndarray:
+        return np.take_along_axis(knots[None, :, :], (interval + offset)[:, :, None], axis=2)[:, :, 0]
+
+    # basis[r] is basis number interval - degree + r; built up degree by degree (The NURBS Book, A2.2)
+    basis = [np.ones_like(x)]
+    left = [np.zeros_like(x)]
+    right = [np.zeros_like(x)]
+    for j in range(1, degree + 1):
+        left.append(x - knot(1 - j))
+        right.append(knot(j) - x)
+        saved = np.zeros_like(x)
+        for r in range(j):
+            temp = basis[r] / (right[r + 1] + left[j - r])
+            basis[r] = saved + right[r + 1] * temp
+            saved = left[j - r] * temp
+        basis.append(saved)
+    out = np.zeros((rows, features, bases))
+    row_index, feature_index = np.nonzero(inside)
+    first = interval[inside] - degree
+    for r in range(degree + 1):
+        out[row_index, feature_index, first + r] = basis[r][inside]
+    # beyond the fitted range the first (last) `degree` bases continue along their tangent
+    below = np.where(values < layout.low, values - layout.low, np.nan)
+    above = np.where(values > layout.high, values - layout.high, np.nan)
+    extend_low = layout.at_low + below[:, :, None] * layout.slope_low
+    extend_high = layout.at_high + above[:, :, None] * layout.slope_high
+    out[:, :, :degree] = np.where(np.isnan(extend_low), out[:, :, :degree], extend_low)
+    out[:, :, bases - degree :] = np.where(np.isnan(extend_high), out[:, :, bases - degree :], extend_high)
+    return out.reshape(rows, features * bases)
 
 
 # Per fitted encoder: its output width, and per feature the output column of each category

@@ -156,3 +156,21 @@ def test_records_take_the_same_path_as_a_dataframe(candidates: dict, splits: tup
             np.testing.assert_allclose(
                 predict_columns(model, input_columns(cars)), model.predict(frame), rtol=1e-9, atol=1e-9, err_msg=name
             )
+
+
+@pytest.mark.parametrize(("n_knots", "degree"), [(6, 3), (5, 2), (8, 4)])
+def test_splines_equal_scikit_learn_inside_and_beyond_the_fitted_range(n_knots: int, degree: int) -> None:
+    """The linear family's splines, evaluated for all features at once, as SplineTransformer does."""
+    from sklearn.preprocessing import SplineTransformer
+
+    from co2.model import _splines
+
+    rng = np.random.default_rng(n_knots)
+    scale = np.array([1.0, 50.0, 0.01, 3.0])
+    train = rng.normal(size=(400, 4)) * scale
+    step = SplineTransformer(n_knots=n_knots, degree=degree, extrapolation="linear").fit(train)
+    # three times the spread: a good share beyond the range, plus the exact ends of it
+    values = np.vstack([rng.normal(size=(300, 4)) * scale * 3, train.min(axis=0), train.max(axis=0)])
+    np.testing.assert_allclose(_splines(step, values), step.transform(values), rtol=1e-9, atol=1e-12)
+    values[0, 1] = np.nan
+    assert _splines(step, values) is None  # scikit-learn's own error for a missing value
