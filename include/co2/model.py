@@ -327,7 +327,7 @@ def fast_predict(pipeline: Pipeline, X: Columns) -> np.ndarray:
     A prediction request carries one car: then the validation, pandas handling and per-tree
     dispatch of the generic path cost ~10 ms against ~0.5 ms of arithmetic. For the encoder and
     regressors built by `build_model` this computes the same numbers directly from the fitted
-    parameters; anything else (the spline step of the linear family) takes the generic path.
+    parameters; any other shape takes the generic path.
     """
     encode, regressor = pipeline.named_steps["encode"], pipeline.named_steps["regressor"]
     if isinstance(X, pd.DataFrame):
