@@ -16,6 +16,8 @@ import httpx
 import pandas as pd
 import pytest
 
+from co2.local import MLFLOW_CLIENT_ENV  # co2.local imports no Airflow
+
 # Airflow reads its configuration when first imported: point it at a private home before any
 # test module imports it. The metadata database itself is created by the `airflow_db` fixture.
 _SESSION = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -30,7 +32,7 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **MLFLOW_CLIENT_ENV,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
             "postgresql://", "postgresql+psycopg2://"
         )

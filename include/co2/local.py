@@ -188,6 +188,10 @@ def tail(path: Path, lines: int = 20) -> str:
 
 # The server's job runner (GenAI scorers, trace roll-ups) is unused here and costs ~1 GB of idle workers.
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# For every process that uses MLflow's client: its usage telemetry phones home and rewrites
+# os.environ from a thread while a task logs its run (seen failing tasks with KeyError
+# '_MLFLOW_TELEMETRY_SESSION_ID').
+MLFLOW_CLIENT_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def mlflow_server_command(
@@ -237,6 +241,6 @@ def airflow_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        **MLFLOW_CLIENT_ENV,
     }

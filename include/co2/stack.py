@@ -25,6 +25,7 @@ import httpx
 import psutil
 
 from co2.local import (
+    MLFLOW_CLIENT_ENV,
     MLFLOW_SERVER_ENV,
     PROJECT_DIR,
     SAMPLE_CSV,
@@ -211,9 +212,7 @@ def platform_environment(plan: StackPlan) -> dict[str, str]:
         "CO2_HOME": str(plan.home),
         "CO2_POLL_SECONDS": str(plan.poll_seconds),
         "PYTHONUNBUFFERED": "1",
-        # MLflow's usage telemetry phones home and rewrites os.environ from a thread while a
-        # task logs its run (seen failing tasks with KeyError '_MLFLOW_TELEMETRY_SESSION_ID')
-        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **MLFLOW_CLIENT_ENV,
     }
     return env
 
