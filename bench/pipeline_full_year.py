@@ -74,7 +74,9 @@ def pipeline(emulator_db: Path | None, home: Path, mlflow_uri: str) -> dict[str,
     port = local.free_port()
     command = [local.executable("co2"), "discodata-emulator", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--db", str(emulator_db)] if emulator_db else ["--csv", str(local.SAMPLE_CSV)]
-    emulator = local.start("emulator", command, f"http://127.0.0.1:{port}/health", home / "emulator.log")
+    # the full year's GROUP BY takes longer than the emulator's default limit on a query
+    limits = {"CO2_EMULATOR_QUERY_TIMEOUT_SECONDS": "600"}
+    emulator = local.start("emulator", command, f"http://127.0.0.1:{port}/health", home / "emulator.log", limits)
     try:
         emulator.wait_healthy(600)
         env = {

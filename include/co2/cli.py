@@ -102,8 +102,13 @@ def _emulator(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"co2: no file at {path}: pass --csv (discodata column names) or --db (SQLite)", file=sys.stderr)
             return 2
-    db = DiscodataDatabase(str(args.db)) if args.db else DiscodataDatabase.from_csv(args.csv, get_settings())
-    server = EmulatorServer(db, args.host, args.port, Faults(args.fail_mode, args.fail_count, args.delay_seconds))
+    settings = get_settings()
+    if args.db:
+        db = DiscodataDatabase(args.db, settings.emulator_query_timeout_seconds)
+    else:
+        db = DiscodataDatabase.from_csv(args.csv, settings)
+    faults = Faults(args.fail_mode, args.fail_count, args.delay_seconds)
+    server = EmulatorServer(db, args.host, args.port, faults, settings.emulator_allowed_hosts)
     log.info("emulator_listening", url=server.url, tables=",".join(server.db.tables()))
     try:
         server.serve_forever()

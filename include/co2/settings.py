@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = Field(default="", description="Empty: generated once, kept in CO2_HOME.")
     log_level: str = "INFO"
+    emulator_query_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest a query may run on the local discodata server before it is stopped."
+    )
+    emulator_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the local discodata server answers besides localhost and its own address.",
+    )
 
     # prediction service
     poll_seconds: float = Field(default=30.0, gt=0)

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import sqlite3
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import httpx
 import pandas as pd
 import pytest
 
 from co2.discodata import qualified
-from co2.emulator import ERROR_INVALID_OBJECT, translate
+from co2.emulator import (
+    ERROR_INVALID_OBJECT,
+    ERROR_REFUSED,
+    ERROR_TIMEOUT,
+    MAX_ANSWER_BYTES,
+    DiscodataDatabase,
+    EmulatorServer,
+    translate,
+)
+from co2.settings import Settings
 
 TABLE = qualified("co2cars_2021Pv23")
 
@@ -78,3 +98,269 @@ def test_bad_fault_mode_is_refused_with_the_choices(emulator_url: str) -> None:
     response = httpx.post(f"{emulator_url}/_emulator/faults", json={"mode": "explode"})
     assert response.status_code == 400
     assert "error500" in response.json()["errors"][0]["error"]
+
+
+# --- read-only by construction, bounded, one statement, its own names only -----------------------
+MILLION = 1_000_000
+BIG_TABLE = "co2cars_2021Pv23"
+
+
+@pytest.fixture(scope="module")
+def million_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with a million rows in the 2021 table, built by SQLite itself in about two seconds."""
+    path = tmp_path_factory.mktemp("million") / "million.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute(
+        f'CREATE TABLE {BIG_TABLE} ("ID" INTEGER, "Mk" TEXT, "Ft" TEXT, "M (kg)" REAL, "Ewltp (g/km)" REAL, "Fc" REAL)'
+    )
+    conn.execute(
+        f"INSERT INTO {BIG_TABLE} WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {MILLION}) "
+        "SELECT i, 'MAKE' || (i % 50), CASE i % 3 WHEN 0 THEN 'PETROL' WHEN 1 THEN 'DIESEL' ELSE 'ELECTRIC' END, "
+        "1000 + i % 900, 100 + i % 80, 4 + (i % 40) / 10.0 FROM s"
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+@contextmanager
+def serving(db: DiscodataDatabase, **server: Any) -> Iterator[EmulatorServer]:
+    emulator = EmulatorServer(db, "127.0.0.1", 0, **server)
+    threading.Thread(target=emulator.serve_forever, daemon=True).start()
+    try:
+        yield emulator
+    finally:
+        emulator.shutdown()
+        emulator.server_close()
+
+
+@pytest.fixture(scope="module")
+def big_url(million_rows: Path) -> Iterator[str]:
+    """The million-row file served read-only, with a short time limit."""
+    with serving(DiscodataDatabase(million_rows, query_timeout_seconds=2.0)) as emulator:
+        yield emulator.url
+
+
+@pytest.fixture(scope="module")
+def private_url(sample_frame: pd.DataFrame) -> Iterator[str]:
+    """The sample on an emulator of this module's own, for requests that try to change its data."""
+    db = DiscodataDatabase()
+    db.append_by_year(sample_frame, Settings())
+    with serving(db) as emulator:
+        yield emulator.url
+
+
+def get(url: str, query: str, page: int = 1, size: int = 100, **kwargs: Any) -> httpx.Response:
+    return httpx.get(f"{url}/sql", params={"query": query, "p": page, "nrOfHits": size}, timeout=60, **kwargs)
+
+
+def test_top_1_of_a_million_rows_stops_at_the_first_row(big_url: str) -> None:
+    get(big_url, f"SELECT TOP 1 [ID] FROM {qualified(BIG_TABLE)}")  # connection and imports warmed
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        response = get(big_url, f"SELECT TOP 1 * FROM {qualified(BIG_TABLE)}", size=1)
+        seconds = time.perf_counter() - started
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.json()["results"] == [
+        {"ID": 1, "Mk": "MAKE1", "Ft": "DIESEL", "M (kg)": 1001.0, "Ewltp (g/km)": 101.0, "Fc": 4.1}
+    ]
+    assert seconds < 0.5
+    assert peak_bytes < 5 * 2**20
+
+
+def test_top_n_with_order_by_stops_early_and_pages(big_url: str) -> None:
+    table = qualified(BIG_TABLE)
+    started = time.perf_counter()
+    last = get(big_url, f"SELECT TOP 3 [ID] FROM {table} ORDER BY [ID] DESC", size=10).json()["results"]
+    seconds = time.perf_counter() - started
+    assert [r["ID"] for r in last] == [MILLION, MILLION - 1, MILLION - 2]
+    assert seconds < 1.5  # one pass keeping the top 3, not a sorted million-row list
+    paged = [get(big_url, f"SELECT TOP 5 [ID] FROM {table} ORDER BY [ID]", page=p, size=2) for p in (1, 2, 3, 4)]
+    assert [[r["ID"] for r in page.json()["results"]] for page in paged] == [[1, 2], [3, 4], [5], []]
+
+
+def test_paging_holds_one_page_in_memory_not_the_whole_answer(big_url: str) -> None:
+    query = f"SELECT [ID], [Mk] FROM {qualified(BIG_TABLE)} ORDER BY [ID]"
+    tracemalloc.start()
+    try:
+        pages = [get(big_url, query, page=p, size=1000).json()["results"] for p in (1, 2, 5)]
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [[r["ID"] for r in page] for page in pages] == [
+        list(range(1, 1001)),
+        list(range(1001, 2001)),
+        list(range(4001, 5001)),
+    ]
+    assert peak_bytes < 10 * 2**20  # a million rows as Python objects are hundreds of MB
+
+
+def test_a_slow_query_is_stopped_and_does_not_hold_up_the_others(big_url: str) -> None:
+    slow: dict[str, Any] = {}
+
+    def cross_join() -> None:
+        started = time.perf_counter()
+        slow["body"] = get(
+            big_url, f"SELECT COUNT(*) AS n FROM {qualified(BIG_TABLE)} a, {qualified(BIG_TABLE)} b"
+        ).json()
+        slow["seconds"] = time.perf_counter() - started
+
+    thread = threading.Thread(target=cross_join)
+    thread.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    quick = get(big_url, f"SELECT TOP 1 [ID] FROM {qualified(BIG_TABLE)}").json()
+    quick_seconds = time.perf_counter() - started
+    thread.join(30)
+    assert quick == {"results": [{"ID": 1}]} and quick_seconds < 1.0
+    assert slow["body"]["errors"][0]["errorcode"] == ERROR_TIMEOUT
+    assert "CO2_EMULATOR_QUERY_TIMEOUT_SECONDS" in slow["body"]["errors"][0]["error"]
+    assert slow["seconds"] < 5.0  # the limit is 2 s
+
+
+def test_a_huge_page_is_refused_within_bounded_memory(emulator_url: str) -> None:
+    """A cross join of the sample with itself, 100,000 rows of 76 columns asked at once."""
+    tracemalloc.start()
+    try:
+        response = get(emulator_url, f"SELECT * FROM {TABLE} a, {TABLE} b", size=100_000)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    errors = response.json()["errors"]
+    assert (response.status_code, errors[0]["errorcode"]) in {(400, 400), (200, ERROR_TIMEOUT)}, errors
+    assert peak_bytes < 2.5 * MAX_ANSWER_BYTES
+
+
+def count_rows(url: str) -> int:
+    return int(get(url, f"SELECT COUNT(*) AS n FROM {TABLE}").json()["results"][0]["n"])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "REPLACE INTO [co2cars_2021Pv23] ([ID]) VALUES (-1)",
+        "INSERT INTO [co2cars_2021Pv23] ([ID]) SELECT -1",
+        "/**/DELETE FROM [co2cars_2021Pv23]",
+        "COMMIT",
+        "PRAGMA query_only=OFF",
+        "ATTACH 'file:other.db' AS other",
+        "/**/WITH x AS (SELECT 1 AS a) SELECT * FROM x",
+        # passes for a SELECT: the authorizer refuses the recursion
+        "SELECT * FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c)",
+    ],
+)
+def test_nothing_but_reading_is_allowed(private_url: str, query: str) -> None:
+    before = count_rows(private_url)
+    response = get(private_url, query)
+    assert response.status_code == 200
+    assert response.json()["errors"][0]["errorcode"] == ERROR_REFUSED
+    get(private_url, "COMMIT")
+    assert count_rows(private_url) == before
+
+
+def test_a_write_followed_by_commit_is_one_refused_request(private_url: str) -> None:
+    before = count_rows(private_url)
+    response = get(private_url, "REPLACE INTO [co2cars_2021Pv23] ([ID]) VALUES (-1); COMMIT")
+    assert response.status_code == 400
+    assert "one statement per query" in response.json()["errors"][0]["error"]
+    assert count_rows(private_url) == before
+
+
+def test_vacuum_into_writes_no_file(private_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "copy.db"
+    for query in (f"VACUUM INTO '{target}'", f"/* a comment */ VACUUM INTO '{target}'"):
+        assert get(private_url, query).json()["errors"][0]["errorcode"] == ERROR_REFUSED
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"SELECT TOP 1 [ID] FROM {TABLE};",
+        f"SELECT TOP 1 [ID] FROM {TABLE}; -- the end",
+        f"SELECT TOP 1 [ID] FROM {TABLE} WHERE [Mk] <> 'a;b' -- ; DROP TABLE x",
+    ],
+)
+def test_semicolons_in_comments_strings_or_at_the_end_are_one_statement(emulator_url: str, query: str) -> None:
+    assert len(sql(emulator_url, query)["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("SELECT 1 AS a; SELECT 2 AS b", "one statement per query"),
+        ("SELECT x'00ff' AS b", "BLOB"),
+    ],
+)
+def test_bad_queries_get_400_with_the_reason(emulator_url: str, query: str, reason: str) -> None:
+    response = get(emulator_url, query)
+    assert response.status_code == 400
+    assert reason in response.json()["errors"][0]["error"]
+
+
+def test_requests_for_another_host_name_are_refused(emulator: EmulatorServer) -> None:
+    port = emulator.server_address[1]
+    query = f"SELECT TOP 1 [ID] FROM {TABLE}"
+    for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example"):
+        response = get(emulator.url, query, headers={"Host": host})
+        assert response.status_code == 403, host
+        assert "CO2_EMULATOR_ALLOWED_HOSTS" in response.json()["errors"][0]["error"]
+    forged = httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500"}, headers={"Host": "evil"})
+    assert forged.status_code == 403 and emulator.faults.mode == "none"
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "LOCALHOST"):
+        assert get(emulator.url, query, headers={"Host": host}).status_code == 200, host
+
+
+def test_configured_host_names_are_answered(sample_frame: pd.DataFrame) -> None:
+    db = DiscodataDatabase()
+    db.append_by_year(sample_frame.head(10), Settings())
+    with serving(db, allowed_hosts=["discodata-emulator"]) as emulator:
+        answer = httpx.get(f"{emulator.url}/health", headers={"Host": "discodata-emulator:8765"})
+        assert answer.status_code == 200
+        assert httpx.get(f"{emulator.url}/health", headers={"Host": "other:8765"}).status_code == 403
+
+
+def raw_post(server: EmulatorServer, head: bytes, body: bytes = b"") -> bytes:
+    """One POST on a raw socket: the status line and body of the answer, or b'' if the server hung up."""
+    with socket.create_connection(server.server_address[:2], timeout=5) as conn:
+        conn.sendall(b"POST /_emulator/faults HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head + b"\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        (b"Content-Length: 2\r\n", b"[]"),
+        (b"Content-Length: 9\r\n", b"not json!"),
+        (b"Content-Length: abc\r\n", b""),
+        (b"Content-Length: -5\r\n", b""),
+        (b"Content-Length: 1000000000000\r\n", b"{}"),
+        (b"Content-Length: 23\r\n", b'{"delay_seconds": -1.0}'),
+        (b"Content-Length: 13\r\n", b'{"count": -1}'),
+    ],
+)
+def test_bad_fault_requests_get_400_json(emulator: EmulatorServer, head: bytes, body: bytes) -> None:
+    answer = raw_post(emulator, head, body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["errors"][0]["errorcode"] == 400
+    assert emulator.faults.mode == "none"
+
+
+def test_an_idle_connection_is_closed() -> None:
+    with (
+        serving(DiscodataDatabase(), idle_timeout_seconds=0.5) as emulator,
+        socket.create_connection(emulator.server_address[:2], timeout=5) as conn,
+    ):
+        started = time.perf_counter()
+        assert conn.recv(1) == b""  # the server hung up on a client that says nothing
+        assert time.perf_counter() - started < 3
