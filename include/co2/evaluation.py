@@ -9,6 +9,13 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from co2 import columns as col
+from co2.model import OUTPUT_COLUMNS, Answers, answer_columns, calibrate
+
+# The test split is halved by configuration: one half calibrates the intervals, the other
+# measures how often they hold (cars the intervals were not calibrated on).
+CALIBRATION_SHARE = 0.5
+# Groups the errors are reported by, in MLflow as `mae_g_km.<column>.<value>`.
+ERROR_GROUPS = (col.FUEL_TYPE, "fuel_mode", col.MEMBER_STATE)
 
 
 def score(y_true: Any, y_pred: Any, registrations: Any) -> dict[str, float]:
@@ -21,7 +28,87 @@ def score(y_true: Any, y_pred: Any, registrations: Any) -> dict[str, float]:
     }
 
 
+def calibration_rows(test: pd.DataFrame, salt: str) -> np.ndarray:
+    """The half of the test split that calibrates the intervals, by configuration (stable across runs)."""
+    from co2.pipeline.preprocess import configuration_bucket
+
+    return configuration_bucket(test, f"{salt}/calibration") < CALIBRATION_SHARE
+
+
+def calibrate_intervals(model: Any, test: pd.DataFrame, rows: np.ndarray) -> Any:
+    """Calibrate a fitted model's intervals on `rows` of the test split, as callers with every field
+    and callers with only a car's papers send them."""
+    cars = test[rows]
+    inputs = pd.concat([cars[col.MODEL_INPUT_COLUMNS], basic_inputs(cars)], ignore_index=True)
+    target = pd.concat([cars[col.TARGET]] * 2, ignore_index=True)
+    return calibrate(model, inputs, target, pd.concat([cars[col.REGISTRATIONS]] * 2, ignore_index=True))
+
+
+def predictions(model: Any, inputs: pd.DataFrame) -> np.ndarray:
+    """The WLTP CO2 `model.predict` gives (a fitted estimator or an MLflow pyfunc; older versions
+    answer with the CO2 alone, newer ones with a table of CO2, interval and method)."""
+    predicted = model.predict(inputs)
+    if isinstance(predicted, pd.DataFrame):
+        predicted = predicted[OUTPUT_COLUMNS[0]]
+    return np.asarray(predicted, dtype=np.float64).ravel()
+
+
 def evaluate(model: Any, test: pd.DataFrame) -> dict[str, float]:
-    """Score any object with `predict(DataFrame)` (a fitted estimator or an MLflow pyfunc) on a split."""
-    predictions = np.asarray(model.predict(test[col.MODEL_INPUT_COLUMNS]), dtype=np.float64).ravel()
-    return score(test[col.TARGET], predictions, test[col.REGISTRATIONS])
+    """Score any object with `predict(DataFrame)` on a split, over the cars it answers."""
+    predicted = predictions(model, test[col.MODEL_INPUT_COLUMNS])
+    answered = ~np.isnan(predicted)
+    return score(test[col.TARGET][answered], predicted[answered], test[col.REGISTRATIONS][answered])
+
+
+def basic_inputs(test: pd.DataFrame) -> pd.DataFrame:
+    """The inputs as a caller with only a car's papers sends them (`col.BASIC_INPUT_COLUMNS`)."""
+    inputs = test[col.MODEL_INPUT_COLUMNS].copy()
+    for name in col.MODEL_INPUT_COLUMNS:
+        if name not in col.BASIC_INPUT_COLUMNS:
+            inputs[name] = np.nan if name in col.NUMERIC_FEATURES else None
+    return inputs
+
+
+def coverage_pct(answers: Answers, y: Any, registrations: Any) -> float:
+    """Share of answered cars (weighted) whose WLTP CO2 lies inside the stated interval, in %."""
+    actual = np.asarray(y, dtype=np.float64)
+    weights = np.asarray(registrations, dtype=np.float64)
+    answered = ~np.isnan(answers.co2_g_km)
+    inside = (actual >= answers.lower_g_km - 1e-9) & (actual <= answers.upper_g_km + 1e-9)
+    return float(100.0 * weights[answered & inside].sum() / weights[answered].sum())
+
+
+def group_mae(test: pd.DataFrame, predicted: np.ndarray, by: str) -> dict[str, float]:
+    """Weighted MAE per value of `by` (over answered cars): where the model is wrong."""
+    answered = ~np.isnan(predicted)
+    error = np.abs(predicted - test[col.TARGET].to_numpy(dtype=np.float64))
+    frame = pd.DataFrame(
+        {"key": test[by].astype("string").fillna("missing").to_numpy(), "error": error, "w": test[col.REGISTRATIONS]}
+    )[answered]
+    sums = (frame["error"] * frame["w"]).groupby(frame["key"]).sum() / frame.groupby("key")["w"].sum()
+    return {str(key): float(value) for key, value in sums.items()}
+
+
+def describe(model: Any, test: pd.DataFrame, evaluation: np.ndarray) -> dict[str, float]:
+    """What a candidate's run logs beside MAE/RMSE/R²: interval coverage on `evaluation` (the half
+    of the test split its intervals were not calibrated on), the basic caller's figures, and the
+    MAE per fuel type, fuel mode and member state."""
+    weights = test[col.REGISTRATIONS].to_numpy(dtype=np.float64)
+    y = test[col.TARGET].to_numpy(dtype=np.float64)
+    full = answer_columns(model, test[col.MODEL_INPUT_COLUMNS])
+    basic = answer_columns(model, basic_inputs(test))
+    answered = ~np.isnan(basic.co2_g_km)
+    out = {
+        "interval_coverage_pct": coverage_pct(_rows(full, evaluation), y[evaluation], weights[evaluation]),
+        **{f"basic_{k}": v for k, v in score(y[answered], basic.co2_g_km[answered], weights[answered]).items()},
+        "basic_refused_pct": float(100.0 * weights[~answered].sum() / weights.sum()),
+        "basic_interval_coverage_pct": coverage_pct(_rows(basic, evaluation), y[evaluation], weights[evaluation]),
+    }
+    for by in ERROR_GROUPS:
+        if by in test.columns:
+            out.update({f"mae_g_km.{by}.{key}": v for key, v in group_mae(test, full.co2_g_km, by).items()})
+    return out
+
+
+def _rows(answers: Answers, mask: np.ndarray) -> Answers:
+    return Answers(answers.co2_g_km[mask], answers.lower_g_km[mask], answers.upper_g_km[mask], answers.method[mask])

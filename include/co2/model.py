@@ -52,10 +52,15 @@ FUEL_BURNING_MODES = frozenset({"M", "H"})
 # A plug-in hybrid's WLTP fuel consumption below this is already the utility-factor weighted
 # figure; above it, it is the charge-sustaining consumption (seen in the EEA data).
 PLUG_IN_WEIGHTED_FC_MAX_L_100KM = 4.5
+# The thirstiest plug-in hybrids emit ~300 g/km when their battery is empty (large SUVs).
+MAX_CHARGE_SUSTAINING_CO2_G_KM = 350.0
 # Inputs that callers often do not have: the model also learns from copies of the training cars
-# without them, so that it does not read "missing" as "unusual car".
-OFTEN_MISSING_INPUTS = ("test_mass_kg", "wheelbase_mm", "track_width_mm")
-COPY_WEIGHT = 0.3
+# without them, so that it does not read "missing" as "unusual car". The copies keep what a caller
+# knows from a car's papers (mass, engine, power, fuel, fuel consumption, eco-innovations, make).
+OFTEN_MISSING_INPUTS: tuple[tuple[str, ...], ...] = (
+    tuple(name for name in col.MODEL_INPUT_COLUMNS if name not in col.BASIC_INPUT_COLUMNS),
+)
+COPY_WEIGHT = 0.15
 DIESEL_FUEL_TYPES = frozenset({"diesel", "diesel/electric"})
 GAS_FUEL_TYPES = frozenset({"lpg", "ng", "ng-biomethane"})
 # Fuel groups with their own slopes (mostly for the linear family).
@@ -98,6 +103,31 @@ NUMERIC_MODEL_FEATURES: list[str] = [
 ]
 PHYSICS_CO2 = "_physics_co2_g_km"
 ZERO_EMISSION = "_zero_emission"
+PLUG_IN = "_plug_in"
+AMBIGUOUS = "_ambiguous"
+BASIC_ONLY = "_basic_only"
+
+# How an answer was made; `ambiguous`: the inputs do not tell what kind of car it is (no answer).
+ZERO_EMISSION_RULE, FUEL_CONSUMPTION, REGRESSOR, UNDECIDED = (
+    "zero_emission_rule",
+    "fuel_consumption",
+    "regressor",
+    "ambiguous",
+)
+METHODS: tuple[str, ...] = (ZERO_EMISSION_RULE, FUEL_CONSUMPTION, REGRESSOR, UNDECIDED)
+# What the model answers per car, as columns (the registered model's output signature).
+OUTPUT_COLUMNS: tuple[str, ...] = ("co2_wltp_g_km", "co2_lower_g_km", "co2_upper_g_km", "method")
+INTERVAL_LEVEL = 0.9
+# A (method, fuel group) needs this many calibration configurations for its own interval;
+# fewer fall back to the method's interval over all fuel groups.
+MIN_CALIBRATION_ROWS = 30
+# The field a hybrid without fuel mode, fuel consumption or electric figures should send, and why.
+AMBIGUITY_FIELD = "fuel_consumption_l_100km"
+AMBIGUITY_MESSAGE = (
+    "a hybrid fuel type alone does not tell a plug-in hybrid (20-60 g/km) from one that burns all its "
+    "fuel (100-200 g/km): send fuel_consumption_l_100km (the WLTP combined figure), or electric_range_km "
+    "or electric_consumption_wh_km, or fuel_mode (P plug-in, H not charged from the grid)"
+)
 
 
 def utility_factor(electric_range_km: pd.Series | np.ndarray) -> np.ndarray:
@@ -124,13 +154,25 @@ def input_columns(cars: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def predict_columns(model: Any, X: Columns) -> np.ndarray:
-    """`model.predict(X)` in float64; for a model built by `build_model`, computed on arrays throughout."""
+    """The WLTP CO2 of each car in float64 (NaN where the inputs are ambiguous)."""
+    return answer_columns(model, X).co2_g_km
+
+
+def answer_columns(model: Any, X: Columns) -> Answers:
+    """`model.predict(X)` as arrays; for a model built by `build_model`, computed on arrays throughout."""
     steps = getattr(model, "named_steps", {})
     features, regressor = steps.get("features"), steps.get("regressor")
     if len(steps) == 2 and isinstance(features, CarFeatures) and isinstance(regressor, WltpCo2Regressor):
-        return regressor.predict_features(features.features(X))
+        return regressor.answer(features.features(X))
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-    return np.asarray(model.predict(frame), dtype=np.float64)
+    answered = model.predict(frame)
+    return Answers(*(np.asarray(answered[name]) for name in OUTPUT_COLUMNS))
+
+
+def calibrate(model: Pipeline, X: pd.DataFrame, y: Any, registrations: Any | None) -> Pipeline:
+    """Give a fitted model its intervals, from cars it did not learn from."""
+    model.named_steps["regressor"].calibrate(model.named_steps["features"].features(X), y, registrations)
+    return model
 
 
 def _among(words: np.ndarray, vocabulary: frozenset[str]) -> np.ndarray:
@@ -144,13 +186,16 @@ def _rows(X: Columns) -> int:
     return len(next(iter(X.values()))) if X else 0
 
 
-def _numbers(values: Any) -> np.ndarray:
+def _numbers(values: Any, name: str) -> np.ndarray:
+    """A column as float64, integers included; a value that is not a number is an error, not "missing"."""
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
         return values
-    numbers = pd.to_numeric(values, errors="coerce")
-    if isinstance(numbers, pd.Series):
-        return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray(numbers, dtype=np.float64)
+    numbers = np.asarray(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
+    given = ~pd.isna(np.asarray(values, dtype=object))
+    if (given & np.isnan(numbers)).any():
+        bad = np.asarray(values, dtype=object)[given & np.isnan(numbers)][0]
+        raise ValueError(f"{name} must be a number, not {str(bad)[:40]!r}")
+    return numbers
 
 
 class CarFeatures(TransformerMixin, BaseEstimator):
@@ -185,7 +230,7 @@ class CarFeatures(TransformerMixin, BaseEstimator):
         n = _rows(X)
         columns: dict[str, np.ndarray] = {}
         for name in col.NUMERIC_FEATURES:
-            values = _numbers(X[name]) if name in X else np.full(n, np.nan)
+            values = _numbers(X[name], name) if name in X else np.full(n, np.nan)
             with np.errstate(invalid="ignore"):
                 columns[name] = np.where(values > 0, values, np.nan)
         for name, normalise in (
@@ -216,7 +261,9 @@ class CarFeatures(TransformerMixin, BaseEstimator):
         fuel, mode = f[col.FUEL_TYPE], f["fuel_mode"]
         zero = _among(fuel, ZERO_EMISSION_FUEL_TYPES)
         with np.errstate(invalid="ignore", divide="ignore"):
-            plug_in = ((mode == "P") | (f["electric_range_km"] > 0)) & ~zero
+            hybrid_fuel = _among(fuel, HYBRID_FUEL_TYPES)
+            # The EEA's hybrid fuel types are cars charged from the grid unless the mode says H.
+            plug_in = ((mode == "P") | (f["electric_range_km"] > 0) | (hybrid_fuel & (mode != "H"))) & ~zero
             diesel = _among(fuel, DIESEL_FUEL_TYPES)
             factor = np.array([self.co2_per_litre_.get(word, np.nan) for word in fuel], dtype=np.float64)
             fallback = np.where(diesel, self.co2_per_litre_["diesel"], self.co2_per_litre_["petrol"])
@@ -260,6 +307,19 @@ class CarFeatures(TransformerMixin, BaseEstimator):
             burns_fuel = (stated_or_single & ~plug_in) | (plug_in & (fc < PLUG_IN_WEIGHTED_FC_MAX_L_100KM))
             out[PHYSICS_CO2] = np.where(burns_fuel & ~zero, factor * fc, np.nan)
             out[ZERO_EMISSION] = zero.astype(np.float64)
+            out[PLUG_IN] = plug_in.astype(np.float64)
+            # Only what a car's papers say (mass, engine, power, fuel, consumption, make): less to go on.
+            extra = [name for name in col.NUMERIC_FEATURES if name not in col.BASIC_INPUT_COLUMNS]
+            out[BASIC_ONLY] = ((mode == "missing") & np.all([np.isnan(f[name]) for name in extra], axis=0)).astype(
+                np.float64
+            )
+            out[AMBIGUOUS] = (
+                hybrid_fuel
+                & (mode == "missing")
+                & np.isnan(fc)
+                & np.isnan(f["electric_range_km"])
+                & np.isnan(f["electric_consumption_wh_km"])
+            ).astype(np.float64)
         return out
 
 
@@ -297,11 +357,21 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         self.regressor_.fit(X[emits], target, **params)
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.predict_features({name: X[name].to_numpy() for name in X.columns})
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per car: WLTP CO2, its 90 % interval and the method (`OUTPUT_COLUMNS`), as MLflow clients get it."""
+        return self.answer({name: X[name].to_numpy() for name in X.columns}).frame(X.index)
 
     def predict_features(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """`predict` on the features as arrays (what `CarFeatures.features` returns)."""
+        """The WLTP CO2 alone, from the features as arrays (what `CarFeatures.features` returns)."""
+        return self.answer(features).co2_g_km
+
+    def answer(self, features: Mapping[str, np.ndarray]) -> Answers:
+        """Rule, fuel consumption or regressor for each car, with the interval calibrated for that way."""
+        co2, method = self._point(features)
+        half_width = self._half_widths(method, fuel_groups(features))
+        return Answers(co2, np.maximum(co2 - half_width, 0.0), co2 + half_width, method)
+
+    def _point(self, features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         emits = features[ZERO_EMISSION] == 0
         out = np.zeros(len(emits), dtype=np.float64)
         if emits.any():
@@ -316,9 +386,89 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
             agrees = (physics >= out * (1 - self.physics_tolerance_below)) & (
                 physics <= out * (1 + self.physics_tolerance_above)
             )
-        use_physics = emits & ~np.isnan(physics) & agrees
+        # A plug-in's weighted fuel consumption is the only figure that knows how much it drives
+        # on electricity: the regressor cannot second-guess it.
+        plug_in = np.asarray(features[PLUG_IN]) == 1
+        use_physics = emits & ~np.isnan(physics) & (agrees | plug_in)
         out[use_physics] = physics[use_physics]
-        return out
+        method = np.where(~emits, ZERO_EMISSION_RULE, np.where(use_physics, FUEL_CONSUMPTION, REGRESSOR)).astype(object)
+        ambiguous = np.asarray(features[AMBIGUOUS]) == 1
+        if ambiguous.any():
+            out[ambiguous] = np.nan
+            method[ambiguous] = UNDECIDED
+        return out, method
+
+    def calibrate(self, features: Mapping[str, np.ndarray], y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
+        """Split-conformal intervals: per (method, fuel group), the absolute error that `INTERVAL_LEVEL`
+        of held-out cars stay within (weighted per car); a group with few cars takes its method's."""
+        co2, method = self._point(features)
+        error = np.abs(np.asarray(y, dtype=np.float64) - co2)
+        weights = np.ones(len(error)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        groups = fuel_groups(features)
+        widths: dict[str, float] = {ZERO_EMISSION_RULE: 0.0}
+        answered = ~np.isnan(error) & (method != ZERO_EMISSION_RULE)
+        if answered.any():
+            widths[""] = _weighted_quantile(error[answered], weights[answered], INTERVAL_LEVEL)
+        for how in (FUEL_CONSUMPTION, REGRESSOR):
+            of_method = answered & (method == how)
+            if of_method.sum() >= MIN_CALIBRATION_ROWS:
+                widths[how] = _weighted_quantile(error[of_method], weights[of_method], INTERVAL_LEVEL)
+            for group in np.unique(groups[of_method]):
+                member = of_method & (groups == group)
+                if member.sum() >= MIN_CALIBRATION_ROWS:
+                    widths[f"{how}/{group}"] = _weighted_quantile(error[member], weights[member], INTERVAL_LEVEL)
+        self.interval_half_widths_g_km_ = widths
+        return self
+
+    def _half_widths(self, method: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Each car's interval half-width: its (method, group)'s, else its method's, else the overall one."""
+        widths: dict[str, float] = getattr(self, "interval_half_widths_g_km_", {ZERO_EMISSION_RULE: 0.0})
+        overall = widths.get("", np.nan)
+        return np.array(
+            [
+                widths.get(f"{how}/{group}", widths.get(how, overall))
+                for how, group in zip(method.tolist(), groups.tolist(), strict=True)
+            ],
+            dtype=np.float64,
+        )
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the model says of each car: CO2, its interval, and which way it was made (`METHODS`)."""
+
+    co2_g_km: np.ndarray
+    lower_g_km: np.ndarray
+    upper_g_km: np.ndarray
+    method: np.ndarray
+
+    def frame(self, index: Any = None) -> pd.DataFrame:
+        values = (self.co2_g_km, self.lower_g_km, self.upper_g_km, self.method)
+        return pd.DataFrame(dict(zip(OUTPUT_COLUMNS, values, strict=True)), index=index)
+
+
+def fuel_groups(features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The group each car's interval is calibrated in (its error scale differs by group): the fuel
+    group, and `/basic` where only what a car's papers say was given."""
+    fuel, mode = features[col.FUEL_TYPE], features["fuel_mode"]
+    groups = np.full(len(fuel), "petrol", dtype=object)
+    groups[_among(fuel, DIESEL_FUEL_TYPES)] = "diesel"
+    groups[_among(fuel, GAS_FUEL_TYPES)] = "gas"
+    groups[mode == "H"] = "hybrid"
+    groups[np.asarray(features[PLUG_IN]) == 1] = "plug_in"
+    groups[np.asarray(features[ZERO_EMISSION]) == 1] = "zero_emission"
+    basic = np.asarray(features[BASIC_ONLY]) == 1
+    groups[basic] = groups[basic] + "/basic"
+    return groups
+
+
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """The smallest value that `level` of the weight lies at or below, with split-conformal's
+    finite-sample correction (level x (1 + 1/n)) so that new cars are covered at least `level`."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    corrected = min(1.0, level * (1.0 + 1.0 / len(values)))
+    return float(values[order][min(np.searchsorted(cumulative, corrected * cumulative[-1]), len(values) - 1)])
 
 
 def fast_predict(pipeline: Pipeline, X: Columns) -> np.ndarray:
@@ -573,12 +723,17 @@ def build_model(family: str, with_make: bool, seed: int = 42, train_rows: int = 
 def fit(model: Pipeline, X: pd.DataFrame, y: Any, registrations: Any | None) -> Pipeline:
     """Fit a candidate, each configuration weighted by its registrations where the family can,
     on the training cars plus copies of them without the inputs callers often lack."""
-    without = X.copy()
-    without.loc[:, list(OFTEN_MISSING_INPUTS)] = np.nan
-    X_all = pd.concat([X, without], ignore_index=True)
-    y_all = np.concatenate([np.asarray(y, dtype=np.float64)] * 2)
+    views = [X]
+    for missing in OFTEN_MISSING_INPUTS:
+        without = X.copy()
+        for name in missing:
+            without[name] = np.nan if name in col.NUMERIC_FEATURES else None
+        views.append(without)
+    X_all = pd.concat(views, ignore_index=True)
+    y_all = np.concatenate([np.asarray(y, dtype=np.float64)] * len(views))
     params = {}
     if registrations is not None:
         weights = np.asarray(registrations, dtype=np.float64)
-        params["regressor__sample_weight"] = np.concatenate([weights, COPY_WEIGHT * weights])
+        copies = [COPY_WEIGHT * weights] * len(OFTEN_MISSING_INPUTS)
+        params["regressor__sample_weight"] = np.concatenate([weights, *copies])
     return model.fit(X_all, y_all, **params)

@@ -30,15 +30,15 @@ FUEL_TYPES: tuple[str, ...] = (
 ZERO_EMISSION_FUEL_TYPES: frozenset[str] = frozenset({"electric", "hydrogen"})
 HYBRID_FUEL_TYPES: frozenset[str] = frozenset({"petrol/electric", "diesel/electric"})
 
-# g CO2 per km for 1 l/100 km (per kg/100 km for gas): the carbon in a litre of each fuel.
-# Petrol and diesel are what the 2021 EEA data shows for WLTP (median Ewltp/Fc); LPG, NG and
-# E85 follow from their carbon content relative to petrol.
+# g CO2 per km for 1 l/100 km (per m³/100 km for natural gas): the carbon in a unit of each fuel.
+# Petrol, diesel and natural gas are what the 2021 EEA data shows for WLTP (median Ewltp/Fc);
+# LPG and E85 follow from their carbon content relative to petrol.
 CO2_PER_FUEL_LITRE_G_KM: dict[str, float] = {
     "petrol": 22.7,
     "diesel": 26.3,
     "lpg": 16.4,
-    "ng": 27.2,
-    "ng-biomethane": 27.2,
+    "ng": 20.0,
+    "ng-biomethane": 20.0,
     "e85": 16.0,
     "petrol/electric": 22.7,
     "diesel/electric": 26.3,

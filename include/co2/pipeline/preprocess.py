@@ -26,7 +26,7 @@ import pandas as pd
 from co2 import columns as col
 from co2.files import new_directory, read_json, sha256_file, utc_stamp, write_json, write_parquet
 from co2.logs import get_logger
-from co2.model import FUEL_BURNING_MODES
+from co2.model import FUEL_BURNING_MODES, MAX_CHARGE_SUSTAINING_CO2_G_KM, utility_factor
 from co2.pipeline.validate import OPTIONAL_RULES, SCHEMA
 from co2.vocabulary import CO2_PER_FUEL_LITRE_G_KM, ZERO_EMISSION_FUEL_TYPES, normalise_fuel_types, normalise_makes
 
@@ -85,6 +85,12 @@ def impossible_rows(frame: pd.DataFrame) -> dict[str, pd.Series]:
     masks["zero_emission_with_co2"] = zero_emission & (frame[col.TARGET] > 0)
     masks["unknown_fuel_type"] = frame[col.FUEL_TYPE].isin({"unknown"}).fillna(True).astype(bool)
     masks["non_positive_registrations"] = frame[col.REGISTRATIONS] <= 0
+    # A plug-in's weighted WLTP CO2 is at most its fuel share times what the thirstiest cars emit:
+    # above that, the row carries a charge-sustaining figure or a wrong range.
+    range_km = frame["electric_range_km"]
+    fuel_share = 1.0 - utility_factor(range_km.fillna(0.0))
+    above = frame[col.TARGET].to_numpy() > fuel_share * MAX_CHARGE_SUSTAINING_CO2_G_KM
+    masks["plug_in_co2_above_its_fuel_share"] = pd.Series((range_km > 0).fillna(False).to_numpy() & above, frame.index)
     return masks
 
 
@@ -120,12 +126,13 @@ def blank_fuel_consumption(split: pd.DataFrame, states: dict[str, float]) -> pd.
     return split
 
 
-def aggregate(split: pd.DataFrame) -> pd.DataFrame:
+def aggregate(split: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per distinct (inputs, CO2), registrations summed: what the models learn from.
 
-    Member states and years have done their work (the consistency rule) and are not model inputs.
+    Member states and years have done their work (the consistency rule) and are not model inputs;
+    `keep` keeps them apart where errors are reported by them (the test split, by member state).
     """
-    keys = [*col.MODEL_INPUT_COLUMNS, col.TARGET]
+    keys = [*col.MODEL_INPUT_COLUMNS, col.TARGET, *keep]
     grouped = split.groupby(keys, dropna=False, sort=True, observed=True)[col.REGISTRATIONS].sum()
     return grouped.reset_index()
 
@@ -142,13 +149,15 @@ def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: floa
     for rule, mask in masks.items():
         removed_by_rule[rule] = int((mask & ~removed).sum())
         removed |= mask
+    registrations_removed = int(frame.loc[removed, col.REGISTRATIONS].sum())
     frame = frame[~removed].reset_index(drop=True)
 
     is_test = configuration_bucket(frame, split_salt) < test_fraction
     train, test = frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
 
     untrusted = untrusted_fuel_consumption_states(train)
-    train, test = (aggregate(blank_fuel_consumption(split, untrusted)) for split in (train, test))
+    train = aggregate(blank_fuel_consumption(train, untrusted))
+    test = aggregate(blank_fuel_consumption(test, untrusted), keep=(col.MEMBER_STATE,))
 
     out_dir = new_directory(processed_root, f"{utc_stamp()}_{Path(snapshot_path).parent.name}")
     train_path, test_path = out_dir / "train.parquet", out_dir / "test.parquet"
@@ -165,6 +174,7 @@ def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: floa
         "rows_in": rows_in,
         "registrations_in": registrations_in,
         "removed_by_rule": removed_by_rule,
+        "registrations_removed": registrations_removed,
         "untrusted_fuel_consumption_states": untrusted,
         "split": {"method": "configuration hash", "salt": split_salt, "test_fraction": test_fraction},
         "train": {
