@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=120.0, gt=0)
     http_retries: int = Field(default=5, ge=0)
     http_backoff_seconds: float = Field(default=2.0, ge=0)
+    allowed_source_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts (or host:port) a run's `source` may name besides CO2_DISCODATA_URL's, the co2_discodata "
+            "connection's and discodata.eea.europa.eu; private, loopback and link-local addresses are refused "
+            "unless their host is named here or there."
+        ),
+    )
+    max_pages: int = Field(default=1_000, ge=1, description="Most pages one query may take before the download stops.")
+    max_response_bytes: int = Field(
+        default=256 * 2**20, ge=1, description="Largest discodata answer read; a bigger one is refused unread."
+    )
 
     # validation and training
     min_rows: int = Field(default=1_000, ge=1, description="Fewest configurations a snapshot may have.")

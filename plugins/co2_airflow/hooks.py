@@ -5,13 +5,15 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from co2.discodata import SourcePolicy
 from co2.settings import LIVE_DISCODATA_URL, Settings
 
 
 class DiscodataHook(BaseHook):
     """Reads the discodata base URL from the Airflow connection `co2_discodata` (type http), if any.
 
-    Without that connection the URL comes from `CO2_DISCODATA_URL`.
+    Without that connection the URL comes from `CO2_DISCODATA_URL`. A run's `source` param may
+    point elsewhere only where `co2.discodata.SourcePolicy` allows.
     """
 
     conn_name_attr = "discodata_conn_id"
@@ -36,12 +38,11 @@ class DiscodataHook(BaseHook):
         return f"{scheme}://{host}{port}" if host else None
 
     def resolve(self, source: str, settings: Settings) -> str:
-        """The URL a run downloads from: `live`, an explicit URL, or (empty) the connection, then settings."""
+        """The URL a run downloads from: empty (the connection, else CO2_DISCODATA_URL), `live`, or a URL
+        that `SourcePolicy` allows (a DiscodataSourceError, a ValueError, naming the setting otherwise)."""
         source = (source or "").strip()
-        if source == "live":
-            return LIVE_DISCODATA_URL
-        if source.startswith(("http://", "https://")):
-            return source.rstrip("/")
-        if source:
-            raise ValueError(f"source must be empty, 'live' or an http(s) URL, not {source!r}")
-        return self.connection_url() or settings.discodata_url
+        connection = self.connection_url()
+        if not source:
+            return connection or settings.discodata_url
+        url = LIVE_DISCODATA_URL if source == "live" else source
+        return SourcePolicy.from_settings(settings, connection).check(url)

@@ -70,6 +70,8 @@ def download(settings: Settings, years: list[int], source_url: str | None = None
         timeout_seconds=settings.http_timeout_seconds,
         retries=settings.http_retries,
         backoff_seconds=settings.http_backoff_seconds,
+        max_pages=settings.max_pages,
+        max_response_bytes=settings.max_response_bytes,
     ) as client:
         for year in years:
             table = settings.table_for(year)
