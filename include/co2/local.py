@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,34 @@ def co2_home() -> Path:
     from co2.settings import get_settings
 
     return (get_settings().home or PROJECT_DIR / ".co2").resolve()
+
+
+def private_directory(path: Path) -> Path:
+    """`path` readable by this user only (0700): created so, or tightened if it exists.
+
+    The platform's home holds generated passwords and keys; folders created inside it inherit no
+    access from outside it.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by this user only (0600) at every moment, whatever the umask.
+
+    The text goes to a temporary file that `mkstemp` creates 0600 beside `path`, which then
+    replaces `path` in one rename: no reader ever sees a wider mode or a half-written file.
+    """
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def executable(name: str) -> str:
@@ -219,7 +248,7 @@ def mlflow_server_command(
 
 
 def start_mlflow(home: Path, host: str, port: int, backend_store_uri: str | None = None) -> ManagedProcess:
-    (home / "mlflow").mkdir(parents=True, exist_ok=True)
+    (private_directory(home) / "mlflow").mkdir(parents=True, exist_ok=True)
     backend = backend_store_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     command = mlflow_server_command(host, port, backend, home / "mlflow" / "artifacts")
     return start("mlflow", command, f"http://{host}:{port}/health", home / "logs" / "mlflow.log", MLFLOW_SERVER_ENV)
@@ -234,7 +263,7 @@ def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV
 
 def airflow_env(home: Path) -> dict[str, str]:
     """Airflow configured for this project: our DAGs and plugins, no examples, state under CO2_HOME."""
-    airflow_home = home / "airflow"
+    airflow_home = private_directory(home) / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
     return {
         "AIRFLOW_HOME": str(airflow_home),

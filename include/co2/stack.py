@@ -34,11 +34,13 @@ from co2.local import (
     http_ok,
     mlflow_server_command,
     port_is_free,
+    private_directory,
     process_tree,
     spawn,
     stop_group,
     tail,
     wait_until_healthy,
+    write_private,
 )
 from co2.logs import get_logger
 from co2.settings import Settings
@@ -120,7 +122,11 @@ class StackPlan:
 
 @dataclass
 class Secrets:
-    """Generated once per `CO2_HOME` and kept there (mode 600): never in the repository."""
+    """Generated once per `CO2_HOME` and kept there, never in the repository.
+
+    The home is 0700 and the file 0600 from the moment it exists (`write_private`), so another
+    user of the machine cannot read the keys even while they are being written.
+    """
 
     jwt_secret: str
     fernet_key: str
@@ -128,8 +134,9 @@ class Secrets:
 
     @classmethod
     def load_or_create(cls, home: Path, admin_password: str = "") -> Secrets:
-        path = home / "secrets.json"
+        path = private_directory(home) / "secrets.json"
         if path.exists():
+            path.chmod(0o600)
             stored = cls(**json.loads(path.read_text()))
             if admin_password and admin_password != stored.admin_password:
                 stored.admin_password = admin_password
@@ -146,9 +153,7 @@ class Secrets:
         return created
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self)))
-        path.chmod(0o600)
+        write_private(path, json.dumps(asdict(self)))
 
 
 def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
@@ -183,6 +188,8 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": keys.jwt_secret,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(plan.airflow_database_url),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(plan.logs_dir / "airflow"),
+        # Airflow's default is every interface: like every process of the stack, loopback only
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": plan.host,
     }
     # StatsD as compose sends it, to a log-only sink here (compose: the statsd exporter)
     fixed |= {
@@ -475,13 +482,19 @@ def _check_ports(plan: StackPlan, wanted: list[Component], state: StackState) ->
             )
 
 
+def write_airflow_passwords(plan: StackPlan, keys: Secrets) -> Path:
+    """The admin's login where the simple auth manager reads it, 0600 from the start."""
+    passwords = Path(airflow_environment(plan, keys)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    private_directory(plan.home)
+    passwords.parent.mkdir(parents=True, exist_ok=True)
+    write_private(passwords, json.dumps({plan.admin_user: keys.admin_password}))
+    return passwords
+
+
 def migrate_airflow(plan: StackPlan, keys: Secrets) -> None:
     """Create or upgrade Airflow's metadata DB and the admin login (idempotent)."""
     env = airflow_environment(plan, keys)
-    passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    passwords.parent.mkdir(parents=True, exist_ok=True)
-    passwords.write_text(json.dumps({plan.admin_user: keys.admin_password}))
-    passwords.chmod(0o600)
+    write_airflow_passwords(plan, keys)
     log_path = plan.logs_dir / "airflow-db-migrate.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log.info("airflow_db_migrate", database=_redact(plan.airflow_database_url), log=str(log_path))
@@ -511,7 +524,7 @@ def up(settings: Settings) -> tuple[StackPlan, StackState, dict[str, float]]:
     `co2 up` brings back just what died. Returns the plan, the state and seconds to healthy.
     """
     plan = StackPlan.from_settings(settings)
-    plan.home.mkdir(parents=True, exist_ok=True)
+    private_directory(plan.home)
     keys = Secrets.load_or_create(plan.home, settings.airflow_admin_password)
     state = StackState.load(plan.home)
     wanted = components(plan, keys)
