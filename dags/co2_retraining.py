@@ -13,9 +13,9 @@ of new cars (WLTP CO₂ from mass, engine, power, fuel and eco-innovations).
 | `compare` | ranks the candidates on the shared test split, scores production on it too | a report with the reason |
 | `register` | registers the winner; moves the alias `production` only if it beats production (or `force_promotion`) | a model version with metrics and lineage tags |
 
-**Params**: `years` (registration years; empty: `CO2_YEARS`), `source` (empty: the Airflow
-connection `co2_discodata`, else `CO2_DISCODATA_URL`; `live`: the EEA service; or any URL),
-`force_promotion`.
+**Params** (the trigger form opens with each default, ready to submit): `years` (registration
+years; empty: `CO2_YEARS`), `source` (empty: the Airflow connection `co2_discodata`, else
+`CO2_DISCODATA_URL`; `live`: the EEA service; or an http(s) URL), `force_promotion`.
 
 A failed run changes nothing that works: raw snapshots are never overwritten and production
 moves only in `register`.
@@ -45,8 +45,13 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
         "years": Param(
             [], type="array", items={"type": "integer"}, description="Registration years; empty: CO2_YEARS."
         ),
+        # Optional (null allowed, null by default): the trigger form treats a param whose type has no
+        # "null" as required, and refuses to submit it empty.
         "source": Param(
-            "", type="string", description="Empty: connection co2_discodata or CO2_DISCODATA_URL; 'live'; or a URL."
+            None,
+            type=["null", "string"],
+            pattern=r"^(live|https?://\S+)?$",
+            description="Empty: connection co2_discodata or CO2_DISCODATA_URL; 'live'; or an http(s) URL.",
         ),
         "force_promotion": Param(
             False, type="boolean", description="Promote the best candidate even if it does not beat production."
@@ -69,7 +74,7 @@ def co2_retraining() -> None:
         params = params or {}
         try:
             years = [int(y) for y in params.get("years") or settings.years]
-            source_url = DiscodataHook().resolve(params.get("source", ""), settings)
+            source_url = DiscodataHook().resolve(params.get("source") or "", settings)
             result = run_download(settings, years, source_url)
         except (DiscodataQueryError, ValueError) as exc:  # a refused query or bad params: retrying cannot help
             raise AirflowFailException(str(exc)) from exc

@@ -55,6 +55,32 @@ def test_schedule_and_policy(dag) -> None:  # type: ignore[no-untyped-def]
     assert dag.params["force_promotion"] is False
 
 
+def test_the_trigger_form_opens_ready_to_submit(dag) -> None:  # type: ignore[no-untyped-def]
+    """Each param as the UI receives it (the serialised DAG's value and JSON schema) is valid as it opens.
+
+    Airflow's trigger form takes a param as required when its schema's type does not allow "null", and
+    refuses a required param that is empty (null or ""): one such default disables the Trigger button.
+    """
+    import jsonschema
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dag)).params
+    for name, param in served.items():
+        schema = param.dump()["schema"]
+        jsonschema.validate(param.value, schema, format_checker=jsonschema.FormatChecker())
+        types = schema.get("type")
+        required = bool(types) and not (isinstance(types, list) and "null" in types)
+        assert not (required and param.value in (None, "")), f"{name} is required but opens empty"
+    assert served.validate() == {"years": [], "source": None, "force_promotion": False}  # a trigger with {}
+
+    source = served.get_param("source").schema
+    for accepted in (None, "", "live", "https://discodata.eea.europa.eu", "http://127.0.0.1:8765"):
+        jsonschema.validate(accepted, source)
+    for refused in ("LIVE", "discodata.eea.europa.eu", "ftp://example.org", "https://"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(refused, source)
+
+
 def test_retries_where_a_retry_can_help(dag) -> None:  # type: ignore[no-untyped-def]
     download = dag.get_task("download")
     assert download.retries >= 2
