@@ -71,17 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=_status)
 
-    sink = commands.add_parser("statsd-sink", help="receive StatsD metrics and append them to a file (local mode)")
-    sink.add_argument("--host", default="127.0.0.1")
-    sink.add_argument("--port", type=int, default=8125)
-    sink.add_argument("--out", type=Path, required=True, help="file the metric lines are appended to")
-    sink.set_defaults(handler=_statsd_sink)
+    exporter = commands.add_parser(
+        "statsd-exporter", help="StatsD in (UDP), Prometheus /metrics out, by deploy/statsd/mapping.yml (local mode)"
+    )
+    exporter.add_argument("--host", default="127.0.0.1")
+    exporter.add_argument("--port", type=int, default=get_settings().statsd_port, help="UDP port StatsD arrives on")
+    exporter.add_argument("--metrics-port", type=int, default=get_settings().statsd_exporter_port)
+    exporter.add_argument("--mapping", type=Path, help="a statsd_exporter mapping (default: deploy/statsd/mapping.yml)")
+    exporter.add_argument("--out", type=Path, help="also append every received line to this file")
+    exporter.set_defaults(handler=_statsd_exporter)
 
     trigger = commands.add_parser(
         "trigger", help="trigger co2_retraining on the local platform and follow it to the end"
     )
     trigger.add_argument("--years", type=int, nargs="*", help="registration years (default: CO2_YEARS)")
-    trigger.add_argument("--source", default="", help="'live', a discodata URL, or empty for the stack's source")
+    trigger.add_argument("--source", help="'live' or a discodata http(s) URL (default: the stack's source)")
     trigger.add_argument("--force-promotion", action="store_true")
     trigger.add_argument("--no-wait", action="store_true", help="print the run id and return at once")
     trigger.set_defaults(handler=_trigger)
@@ -256,11 +260,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if report and all(c.alive for c in report) else 3
 
 
-def _statsd_sink(args: argparse.Namespace) -> int:
-    from co2.stack import serve_statsd_log
+def _statsd_exporter(args: argparse.Namespace) -> int:
+    from co2.local import PROJECT_DIR
+    from co2.statsd_bridge import MappingError, StatsdBridge
 
+    mapping = args.mapping or PROJECT_DIR / "deploy" / "statsd" / "mapping.yml"
+    try:
+        bridge = StatsdBridge(mapping, args.host, args.port, args.metrics_port, log_file=args.out)
+    except (MappingError, OSError) as exc:
+        print(f"co2 statsd-exporter: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        serve_statsd_log(args.host, args.port, args.out)
+        bridge.serve_forever()
     return 0
 
 

@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     airflow_port: int = 8080
     api_port: int = 8000
     prometheus_port: int = 9090
-    statsd_port: int = Field(default=8125, description="UDP port of the local log-only StatsD sink.")
+    statsd_port: int = Field(default=8125, description="UDP port of the local StatsD bridge.")
+    statsd_exporter_port: int = Field(default=9102, description="HTTP port of the StatsD bridge's /metrics.")
     airflow_database_url: str = Field(default="", description="Airflow's metadata DB; empty: SQLite in CO2_HOME.")
     mlflow_database_url: str = Field(default="", description="MLflow's backend store; empty: SQLite in CO2_HOME.")
     executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"

@@ -67,6 +67,7 @@ class StackPlan:
     prometheus_port: int
     emulator_port: int
     statsd_port: int
+    statsd_exporter_port: int
     airflow_database_url: str
     mlflow_database_url: str
     celery_broker_url: str
@@ -88,6 +89,7 @@ class StackPlan:
             prometheus_port=settings.prometheus_port,
             emulator_port=settings.emulator_port,
             statsd_port=settings.statsd_port,
+            statsd_exporter_port=settings.statsd_exporter_port,
             airflow_database_url=settings.airflow_database_url or f"sqlite:///{home / 'airflow' / 'airflow.db'}",
             mlflow_database_url=settings.mlflow_database_url or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
             celery_broker_url=settings.celery_broker_url,
@@ -191,7 +193,7 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
         # Airflow's default is every interface: like every process of the stack, loopback only
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": plan.host,
     }
-    # StatsD as compose sends it, to a log-only sink here (compose: the statsd exporter)
+    # StatsD as compose sends it, to the local StatsD bridge (compose: the statsd exporter)
     fixed |= {
         "AIRFLOW__METRICS__STATSD_ON": "True",
         "AIRFLOW__METRICS__STATSD_HOST": plan.host,
@@ -256,14 +258,26 @@ def log_says(path: Path, marker: str) -> Callable[[], bool]:
 
 
 def prometheus_config(plan: StackPlan) -> Path:
-    """Prometheus scraping the prediction service with the compose stack's alert rules."""
+    """Prometheus as compose configures it (deploy/prometheus/prometheus.yml), on this machine's addresses.
+
+    The same jobs, so the compose stack's alert rules and dashboards read the same series: `airflow`
+    (Airflow's StatsD through the bridge), `api` and Prometheus itself (the overdue alert reads its
+    oldest sample). MLflow is not scraped: the local server has no /metrics, and scraping it would
+    fire CO2RegistryUnreachable. Rules are evaluated every 5 s instead of 15 s, so an alert shows
+    soon after its cause on one machine; the rules themselves are compose's, unchanged.
+    """
     folder = plan.home / "prometheus"
     folder.mkdir(parents=True, exist_ok=True)
+    jobs = {
+        "airflow": plan.statsd_exporter_port,
+        "api": plan.api_port,
+        "prometheus": plan.prometheus_port,
+    }
     config = {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": [str(path) for path in PROMETHEUS_RULES],
         "scrape_configs": [
-            {"job_name": "co2-api", "static_configs": [{"targets": [f"{plan.host}:{plan.api_port}"]}]},
+            {"job_name": job, "static_configs": [{"targets": [f"{plan.host}:{port}"]}]} for job, port in jobs.items()
         ],
     }
     path = folder / "prometheus.yml"
@@ -290,13 +304,25 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
                 plan.url(plan.emulator_port),
             )
         )
-    statsd_log = plan.logs_dir / "statsd.log"
+    exporter = plan.url(plan.statsd_exporter_port)
     stack.append(
         Component(
-            "statsd-sink",
-            [co2, "statsd-sink", "--host", plan.host, "--port", str(plan.statsd_port), "--out", str(statsd_log)],
+            "statsd-exporter",
+            [
+                co2,
+                "statsd-exporter",
+                "--host",
+                plan.host,
+                "--port",
+                str(plan.statsd_port),
+                "--metrics-port",
+                str(plan.statsd_exporter_port),
+                "--out",
+                str(plan.logs_dir / "statsd.log"),
+            ],
             {},
-            log_says(plan.logs_dir / "statsd-sink.log", "statsd_sink_listening"),
+            http_ok(f"{exporter}/metrics"),
+            exporter,
         )
     )
     artifacts = plan.home / "mlflow" / "artifacts"
@@ -376,19 +402,6 @@ def dag_parsed(plan: StackPlan, keys: Secrets) -> Callable[[], bool]:
     return check
 
 
-def serve_statsd_log(host: str, port: int, out: Path) -> None:
-    """A log-only StatsD sink: every metric line Airflow sends, appended to `out` as it arrives."""
-    import socket
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, out.open("a", buffering=1) as lines:
-        sock.bind((host, port))
-        log.info("statsd_sink_listening", host=host, port=port, out=str(out))
-        while True:
-            packet = sock.recv(65536).decode(errors="replace")
-            lines.write("".join(f"{line}\n" for line in packet.splitlines() if line))
-
-
 # --- running processes --------------------------------------------------------------------------
 @dataclass
 class Running:
@@ -461,6 +474,7 @@ class StackError(RuntimeError):
 
 PORT_SETTINGS = {
     "discodata-emulator": "CO2_EMULATOR_PORT",
+    "statsd-exporter": "CO2_STATSD_EXPORTER_PORT",
     "mlflow": "CO2_MLFLOW_PORT",
     "airflow-apiserver": "CO2_AIRFLOW_PORT",
     "api": "CO2_API_PORT",
