@@ -218,8 +218,11 @@ def _up(args: argparse.Namespace) -> int:
     for name, url in (
         ("Airflow UI and REST API", plan.airflow_url),
         ("MLflow", plan.mlflow_url),
+        ("MLflow training runs", training_runs_url(plan.mlflow_url, settings.experiment_name)),
         ("Prediction service", f"{plan.api_url}/docs"),
-        ("Prometheus", state.info.get("prometheus_url")),
+        ("Prometheus alerts", state.info.get("prometheus_alerts_url")),
+        ("Prometheus targets", state.info.get("prometheus_targets_url")),
+        ("StatsD exporter", state.info.get("statsd_exporter_url")),
         ("Discodata source", plan.source_url),
     ):
         print(f"  {name:<24} {url or 'not installed (apt-get install prometheus)'}")
@@ -229,6 +232,21 @@ def _up(args: argparse.Namespace) -> int:
     print(f"  {'Logs':<24} {plan.logs_dir}")
     print("Next: `co2 trigger` runs the DAG now; `co2 status`; `co2 down` stops everything.")
     return 0
+
+
+def training_runs_url(mlflow_url: str, experiment_name: str) -> str:
+    """The training experiment's runs in MLflow's model-training view (created and tagged if need be)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from co2.experiment import prepare_experiment, runs_page_url
+
+    try:
+        experiment_id = prepare_experiment(MlflowClient(tracking_uri=mlflow_url), experiment_name)
+    except MlflowException as exc:  # the links are a courtesy: never fail a command for them
+        log.warning("experiment_not_prepared", error=str(exc)[:300])
+        return f"{mlflow_url}/#/experiments?workflowType=machine_learning"
+    return runs_page_url(mlflow_url, experiment_id)
 
 
 def _down(args: argparse.Namespace) -> int:

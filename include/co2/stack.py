@@ -10,6 +10,7 @@ databases (SQLite unless a PostgreSQL URL is given), artifacts, logs, generated 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -563,17 +564,39 @@ def up(settings: Settings) -> tuple[StackPlan, StackState, dict[str, float]]:
 
 
 def _info(plan: StackPlan) -> dict[str, Any]:
+    prometheus = shutil.which("prometheus")
+    prometheus_url = plan.url(plan.prometheus_port) if prometheus else None
+    pages = prometheus_pages(prometheus) if prometheus else ""
     return {
         "airflow_url": plan.airflow_url,
         "mlflow_url": plan.mlflow_url,
         "api_url": plan.api_url,
-        "prometheus_url": plan.url(plan.prometheus_port) if shutil.which("prometheus") else None,
+        "prometheus_url": prometheus_url,
+        "prometheus_alerts_url": f"{prometheus_url}{pages}/alerts" if prometheus_url else None,
+        "prometheus_targets_url": f"{prometheus_url}{pages}/targets" if prometheus_url else None,
+        "statsd_exporter_url": f"{plan.url(plan.statsd_exporter_port)}/metrics",
         "discodata_url": plan.source_url,
         "airflow_user": plan.admin_user,
         "executor": plan.executor,
         "celery_workers": plan.celery_workers,
         "logs": str(plan.logs_dir),
     }
+
+
+@functools.lru_cache
+def prometheus_pages(executable: str) -> str:
+    """Where this Prometheus serves its pages: `/classic` before 3.0 (Debian's 2.x has only those), else the root.
+
+    Debian builds Prometheus 2.x without its React UI: `/alerts` and `/targets` are 404s there, the same
+    pages answer under `/classic/`, which upstream 2.x builds serve too; 3.0 dropped them for the root.
+    """
+    try:
+        answer = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30)
+        version = (answer.stdout or answer.stderr).split("version ", 1)[1]
+        major = int(version.split(".", 1)[0])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return "/classic"
+    return "" if major >= 3 else "/classic"
 
 
 def down(home: Path, timeout_seconds: float = 30.0) -> list[str]:

@@ -2,12 +2,14 @@
 
 Every candidate is scored on the same test split and logged with its parameters, metrics,
 signature, input example, the lineage of its data (sha256 of raw and processed files) and the
-model code it needs, so that any MLflow client can load it.
+model code it needs, so that any MLflow client can load it. Metrics are logged to the precision
+that means something (a thousandth of a g/km, four decimals of R²); the ranking uses them unrounded.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import pandas as pd
 
 from co2 import columns as col
 from co2.evaluation import evaluate
+from co2.experiment import prepare_experiment, rounded
 from co2.files import read_json
-from co2.logs import get_logger
+from co2.logs import get_logger, route_mlflow_logging
 from co2.mlflow_utils import log_model, mlflow_client
 from co2.model import FAMILIES, build_model, fit, supports_sample_weight
 from co2.settings import Settings
@@ -56,11 +59,12 @@ def train_family(
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     import mlflow
 
+    route_mlflow_logging()
     lineage = read_json(lineage_path)
     train = pd.read_parquet(lineage["train"]["path"])
     test = pd.read_parquet(lineage["test"]["path"])
-    mlflow_client(settings)  # points mlflow at the tracking server, fails clearly if it is down
-    experiment = mlflow.set_experiment(settings.experiment_name)
+    client = mlflow_client(settings)  # points mlflow at the tracking server, fails clearly if it is down
+    experiment_id = prepare_experiment(client, settings.experiment_name)
     candidates = []
     for with_make in (False, True):
         name = f"{family}{'_with_make' if with_make else ''}"
@@ -71,7 +75,7 @@ def train_family(
         fit(model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], weights)
         seconds = time.perf_counter() - started
         metrics = evaluate(model, test)
-        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.set_tags(
                 {
                     "co2.family": family,
@@ -94,11 +98,17 @@ def train_family(
                     **{f"regressor__{k}": v for k, v in _regressor_params(model).items()},
                 }
             )
-            mlflow.log_metrics({**metrics, "train_seconds": seconds})
+            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds}))
             mlflow.log_dict(lineage, "lineage.json")
-            model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
+            with warnings.catch_warnings():
+                # skops looks each numpy ufunc up in every loaded module, touching Airflow's deprecated
+                # module attributes: a thousand DeprecatedImportWarnings per model in the task log
+                warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
+                model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
         candidate = Candidate(family, with_make, run.info.run_id, model_uri, **metrics, train_seconds=round(seconds, 2))
-        log.info("train_finished", candidate=name, run_id=run.info.run_id, seconds=round(seconds, 1), **metrics)
+        log.info(
+            "train_finished", candidate=name, run_id=run.info.run_id, seconds=round(seconds, 1), **rounded(metrics)
+        )
         candidates.append(candidate)
     return candidates
 
