@@ -4,7 +4,9 @@ Every winner becomes a version of the registered model, tagged with what a human
 it (metrics on the shared test split, data lineage, validation status, the promotion decision).
 Only a promoted version moves the alias `production` (and, for clients that still read stages,
 the legacy stage `Production`, archiving the previous one). A run that does not promote leaves
-production exactly as it was.
+production exactly as it was. The decision is logged as the sentence a person reads in the task
+log ("promoted version 3: better by 0.210 g/km than version 2"); MLflow's own progress messages go
+to the log as the information they are, not to stderr (which Airflow shows as errors).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from co2.experiment import rounded
 from co2.files import read_json
-from co2.logs import get_logger
+from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import current_production, mlflow_client
 from co2.settings import Settings
 
@@ -32,6 +35,7 @@ class RegisterResult:
     production_version: str | None
     previous_production_version: str | None
     metrics: dict[str, float]
+    decision: str = ""  # the sentence the task log shows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +60,7 @@ def register(
 ) -> RegisterResult:
     import mlflow
 
+    route_mlflow_logging()
     client = mlflow_client(settings)
     winner = comparison["winner"]
     lineage = read_json(lineage_path)
@@ -65,9 +70,7 @@ def register(
         "co2.candidate": winner["name"],
         "co2.family": winner["family"],
         "co2.with_make": str(winner["with_make"]).lower(),
-        "co2.mae_g_km": f"{metrics['mae_g_km']:.4f}",
-        "co2.rmse_g_km": f"{metrics['rmse_g_km']:.4f}",
-        "co2.r2": f"{metrics['r2']:.5f}",
+        **{f"co2.{name}": str(value) for name, value in rounded(metrics).items()},
         "co2.raw_sha256": lineage["raw_sha256"],
         "co2.train_sha256": lineage["train"]["sha256"],
         "co2.test_sha256": lineage["test"]["sha256"],
@@ -79,7 +82,8 @@ def register(
         "co2.run_id": winner["run_id"],
         **(extra_tags or {}),
     }
-    version = mlflow.register_model(winner["model_uri"], settings.model_name, tags=tags)
+    with printed_as_info("mlflow"):  # "Successfully registered model ...", "Created version ..."
+        version = mlflow.register_model(winner["model_uri"], settings.model_name, tags=tags)
     client.update_model_version(
         settings.model_name,
         version.version,
@@ -91,6 +95,14 @@ def register(
         client.set_registered_model_alias(settings.model_name, settings.model_alias, version.version)
         set_legacy_production_stage(client, settings.model_name, str(version.version))
     production = version.version if promoted else (previous.version if previous is not None else None)
+    decision = decision_sentence(
+        str(version.version),
+        promoted,
+        metrics["mae_g_km"],
+        comparison.get("champion_version"),
+        (comparison.get("champion_metrics") or {}).get("mae_g_km"),
+        settings.min_improvement_g_km,
+    )
     result = RegisterResult(
         model_name=settings.model_name,
         version=str(version.version),
@@ -100,6 +112,47 @@ def register(
         production_version=str(production) if production is not None else None,
         previous_production_version=str(previous.version) if previous is not None else None,
         metrics=metrics,
+        decision=decision,
     )
-    log.info("register_finished", **{k: v for k, v in result.to_dict().items() if k != "metrics"}, **metrics)
+    log.info(
+        decision,
+        model=result.model_name,
+        version=result.version,
+        promoted="yes" if promoted else "no",
+        production_version=result.production_version or "none",
+        candidate=winner["name"],
+        **rounded(metrics),
+    )
     return result
+
+
+def decision_sentence(
+    version: str,
+    promoted: bool,
+    mae_g_km: float,
+    champion_version: str | None,
+    champion_mae_g_km: float | None,
+    min_improvement_g_km: float,
+) -> str:
+    """What register did, as a person reads it: which version serves and why, with the MAEs compared."""
+    if champion_version is None:
+        return f"promoted version {version}: the first production model (MAE {mae_g_km:.3f} g/km)"
+    if champion_mae_g_km is None:  # production could not be scored on the test split
+        if promoted:
+            return f"promoted version {version} (forced): version {champion_version} could not be scored"
+        return (
+            f"kept version {champion_version} in production: it could not be scored, "
+            f"and version {version} is not promoted without force_promotion"
+        )
+    gain = champion_mae_g_km - mae_g_km
+    maes = f"MAE {mae_g_km:.3f} vs {champion_mae_g_km:.3f} g/km"
+    if promoted and gain >= min_improvement_g_km:
+        return f"promoted version {version}: better by {gain:.3f} g/km than version {champion_version} ({maes})"
+    if promoted:
+        return f"promoted version {version} (forced) over version {champion_version} ({maes})"
+    if gain > 0:
+        return (
+            f"kept version {champion_version} in production: version {version} is better by only {gain:.3f} g/km, "
+            f"less than the {min_improvement_g_km} g/km required ({maes})"
+        )
+    return f"kept version {champion_version} in production: version {version} is not better ({maes})"
