@@ -303,7 +303,9 @@ def _trigger(args: argparse.Namespace) -> int:
     home = local.co2_home()
     try:
         client = stack.client_for(home)
-        conf = {"years": args.years or [], "source": args.source, "force_promotion": args.force_promotion}
+        conf: dict[str, Any] = {"years": args.years or [], "force_promotion": args.force_promotion}
+        if args.source:  # else the param's default: the stack's configured source
+            conf["source"] = args.source
         run_id = client.trigger(stack.DAG_ID, conf)
         print(f"triggered {stack.DAG_ID} run {run_id}", flush=True)
         if args.no_wait:
@@ -323,6 +325,7 @@ def _trigger(args: argparse.Namespace) -> int:
     summary = registry_summary(get_settings().model_copy(update={"mlflow_tracking_uri": info["mlflow_url"]}))
     print(f"run {run_id}: {outcome} after {time.monotonic() - began:.0f}s")
     print(json.dumps(summary, indent=2))
+    print(f"candidates in MLflow: {training_runs_url(info['mlflow_url'], get_settings().experiment_name)}")
     served = _wait_served(info["api_url"], summary, get_settings().poll_seconds)
     print(f"prediction service serves: {served}")
     return 0 if outcome == "success" else 1

@@ -680,11 +680,17 @@ class AirflowClient:
     def follow(
         self, dag_id: str, run_id: str, timeout_seconds: float = 3600.0, poll_seconds: float = 2.0
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """Yields (task_id, state, task instance) at each change of state, until the run ends."""
+        """Yields (task_id, state, task instance) at each change of state, until the run ends.
+
+        States are Airflow's names (`scheduled`, `queued`, `running`, `success`, `failed`, `upstream_failed`,
+        `up_for_retry`, `skipped`...), from a task's first one: a task with no state yet is not reported.
+        """
         seen: dict[str, tuple[str, int]] = {}
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             for task_id, ti in self.task_states(dag_id, run_id).items():
+                if ti.get("state") is None:  # not scheduled yet: nothing to say until its first state
+                    continue
                 key = (str(ti["state"]), int(ti.get("try_number") or 0))
                 if seen.get(task_id) != key:
                     seen[task_id] = key
