@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from co2 import columns as col
-from co2.evaluation import evaluate
+from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate
 from co2.experiment import prepare_experiment, rounded
 from co2.files import read_json
 from co2.logs import get_logger, route_mlflow_logging
@@ -74,7 +74,10 @@ def train_family(
         started = time.perf_counter()
         fit(model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], weights)
         seconds = time.perf_counter() - started
+        calibration = calibration_rows(test, settings.split_salt)
+        calibrate_intervals(model, test, calibration)
         metrics = evaluate(model, test)
+        details = describe(model, test, ~calibration)
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.set_tags(
                 {
@@ -98,7 +101,7 @@ def train_family(
                     **{f"regressor__{k}": v for k, v in _regressor_params(model).items()},
                 }
             )
-            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds}))
+            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds, **details}))
             mlflow.log_dict(lineage, "lineage.json")
             with warnings.catch_warnings():
                 # skops looks each numpy ufunc up in every loaded module, touching Airflow's deprecated
