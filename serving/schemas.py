@@ -6,9 +6,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from co2.inputs import MEASURED
 from co2.vocabulary import FUEL_TYPES
 
 MAX_BATCH_CARS = 10_000
+# Room for the longest EEA fuel type with some blanks around it, and for any make (the EEA's
+# longest is ~20 characters): enough for every real car, and a bound on what a request can carry.
+FUEL_TYPE_MAX_CHARS = 32
+MAKE_MAX_CHARS = 64
 EXAMPLE_CAR: dict[str, Any] = {
     "mass_kg": 1280,
     "engine_capacity_cm3": 999,
@@ -20,30 +25,46 @@ EXAMPLE_CAR: dict[str, Any] = {
 }
 
 
+def _measured(name: str) -> Any:
+    """The field of a measured input: its physical range, unit and EEA column from co2.inputs."""
+    declared = MEASURED[name]
+    return Field(
+        None,
+        ge=declared.minimum,
+        le=declared.maximum,
+        description=f"{declared.description} ({declared.eea_column}), {declared.unit}",
+    )
+
+
 class Car(BaseModel):
     """One car's technical data, as in the EEA monitoring data. Only `fuel_type` is required."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_CAR]})
+    # NaN, Infinity and 1e400 are not measurements: refused like any other impossible value
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_CAR]})
 
-    fuel_type: str = Field(description="EEA fuel type, either case: petrol, diesel, petrol/electric, electric, ...")
-    mass_kg: float | None = Field(None, gt=300, le=7_000, description="Mass in running order (M)")
-    engine_capacity_cm3: float | None = Field(None, gt=0, le=10_000, description="Engine capacity (Ec)")
-    engine_power_kw: float | None = Field(None, gt=0, le=1_500, description="Engine power (Ep)")
-    fuel_consumption_l_100km: float | None = Field(
-        None, gt=0, le=40, description="WLTP combined fuel consumption (Fc), l/100 km (kg/100 km for gas)"
+    fuel_type: str = Field(
+        max_length=FUEL_TYPE_MAX_CHARS,
+        description="EEA fuel type, either case: petrol, diesel, petrol/electric, electric, ...",
     )
-    eco_innovation_savings_g_km: float | None = Field(None, ge=0, le=15, description="Eco-innovation savings (Erwltp)")
-    make: str | None = Field(None, max_length=100, description="Make (Mk), any EEA spelling: VW, VOLKSWAGEN, ...")
+    mass_kg: float | None = _measured("mass_kg")
+    engine_capacity_cm3: float | None = _measured("engine_capacity_cm3")
+    engine_power_kw: float | None = _measured("engine_power_kw")
+    fuel_consumption_l_100km: float | None = _measured("fuel_consumption_l_100km")
+    eco_innovation_savings_g_km: float | None = _measured("eco_innovation_savings_g_km")
+    make: str | None = Field(
+        None, max_length=MAKE_MAX_CHARS, description="Make (Mk), any EEA spelling: VW, VOLKSWAGEN, ..."
+    )
     fuel_mode: str | None = Field(
         None,
+        max_length=1,
         pattern="^[MmBbFfHhPpEe]$",
         description="EEA fuel mode (Fm): M mono, B bi, F flex, H hybrid, P plug-in, E electric",
     )
-    test_mass_kg: float | None = Field(None, gt=300, le=7_500, description="WLTP test mass (Mt)")
-    electric_consumption_wh_km: float | None = Field(None, ge=0, le=1_000, description="Electric consumption (Z)")
-    electric_range_km: float | None = Field(None, ge=0, le=2_000, description="Electric range (plug-in hybrids)")
-    wheelbase_mm: float | None = Field(None, ge=1_000, le=6_000, description="Wheelbase (W)")
-    track_width_mm: float | None = Field(None, ge=500, le=3_000, description="Track width of the steering axle (At1)")
+    test_mass_kg: float | None = _measured("test_mass_kg")
+    electric_consumption_wh_km: float | None = _measured("electric_consumption_wh_km")
+    electric_range_km: float | None = _measured("electric_range_km")
+    wheelbase_mm: float | None = _measured("wheelbase_mm")
+    track_width_mm: float | None = _measured("track_width_mm")
 
     @field_validator("fuel_type")
     @classmethod

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
+from co2.inputs import MEASURED_INPUTS
+
 # discodata column -> domain column. Raw snapshots keep the discodata names (they are what the
-# source said); everything after preprocessing speaks in the domain names.
+# source said); everything after preprocessing speaks in the domain names. The measured inputs'
+# columns come from their declaration in co2.inputs.
 REQUIRED_SOURCE_COLUMNS: dict[str, str] = {
     "MS": "member_state",
     "Mk": "make",
     "Ft": "fuel_type",
     "Fm": "fuel_mode",
-    "M (kg)": "mass_kg",
-    "Ec (cm3)": "engine_capacity_cm3",
-    "Ep (KW)": "engine_power_kw",
-    "Erwltp (g/km)": "eco_innovation_savings_g_km",
-    "Fc": "fuel_consumption_l_100km",
+    **{declared.eea_column: declared.name for declared in MEASURED_INPUTS if declared.in_every_table},
     "Ewltp (g/km)": "co2_wltp_g_km",
 }
 # Columns that some yearly tables lack; the download asks for those the table has.
 OPTIONAL_SOURCE_COLUMNS: dict[str, str] = {
-    "Mt": "test_mass_kg",
-    "Z (Wh/km)": "electric_consumption_wh_km",
-    "Electric range (km)": "electric_range_km",
-    "W (mm)": "wheelbase_mm",
-    "At1 (mm)": "track_width_mm",
+    declared.eea_column: declared.name for declared in MEASURED_INPUTS if not declared.in_every_table
 }
 SOURCE_TO_DOMAIN: dict[str, str] = {**REQUIRED_SOURCE_COLUMNS, **OPTIONAL_SOURCE_COLUMNS}
 
@@ -37,18 +32,7 @@ FUEL_TYPE = "fuel_type"
 MAKE = "make"
 MEMBER_STATE = "member_state"
 
-NUMERIC_FEATURES: list[str] = [
-    "mass_kg",
-    "test_mass_kg",
-    "engine_capacity_cm3",
-    "engine_power_kw",
-    "eco_innovation_savings_g_km",
-    "fuel_consumption_l_100km",
-    "electric_consumption_wh_km",
-    "electric_range_km",
-    "wheelbase_mm",
-    "track_width_mm",
-]
+NUMERIC_FEATURES: list[str] = [declared.name for declared in MEASURED_INPUTS]
 CATEGORICAL_FEATURES: list[str] = ["fuel_type", "fuel_mode"]
 # What a caller may send for one car: every model takes all of them, the "without make"
 # candidates simply ignore `make`.

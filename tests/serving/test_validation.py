@@ -26,7 +26,7 @@ def service_url(mlflow_uri: str, model_uris) -> Iterator[str]:  # type: ignore[n
 
 
 CASES = [
-    ("negative mass", "/predict", {**GOOD, "mass_kg": -5}, "mass_kg", "greater than 300"),
+    ("negative mass", "/predict", {**GOOD, "mass_kg": -5}, "mass_kg", "greater than or equal to 300"),
     ("unknown fuel type", "/predict", {**GOOD, "fuel_type": "plutonium"}, "fuel_type", "unknown fuel type 'plutonium'"),
     ("missing fuel type", "/predict", {"mass_kg": 1300}, "fuel_type", "Field required"),
     ("wrong type", "/predict", {**GOOD, "mass_kg": "heavy"}, "mass_kg", "valid number"),
@@ -35,7 +35,8 @@ CASES = [
     ("bad fuel mode", "/predict", {**GOOD, "fuel_mode": "X"}, "fuel_mode", "should match pattern"),
     ("no cars", "/predict/batch", {"cars": []}, "cars", "at least 1 item"),
     ("too many cars", "/predict/batch", {"cars": [GOOD] * 10_001}, "cars", "at most 10000 items"),
-    ("bad car in a batch", "/predict/batch", {"cars": [GOOD, {**GOOD, "mass_kg": 0}]}, "mass_kg", "greater than 300"),
+    ("bad car in a batch", "/predict/batch", {"cars": [GOOD, {**GOOD, "mass_kg": 0}]}, "mass_kg", "equal to 300"),
+    ("power too low", "/predict", {**GOOD, "engine_power_kw": 1e-306}, "engine_power_kw", "greater than or equal to 1"),
 ]
 
 
@@ -52,7 +53,7 @@ def test_bad_json_is_a_422_naming_field_and_rule(
 CSV_CASES = [
     ("missing fuel type column", "mass_kg,engine_power_kw\n1300,80\n", "missing column(s) fuel_type"),
     ("unknown column", "fuel_type,colour\nPETROL,red\n", "unknown column(s) colour"),
-    ("bad value", "fuel_type,mass_kg\nPETROL,-3\n", "greater than 300"),
+    ("bad value", "fuel_type,mass_kg\nPETROL,-3\n", "greater than or equal to 300"),
     ("empty file", "", "not a readable CSV"),
 ]
 

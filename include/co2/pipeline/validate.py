@@ -18,6 +18,7 @@ import pandas as pd
 
 from co2 import columns as col
 from co2.files import new_directory, utc_stamp, write_json
+from co2.inputs import MEASURED, MEASURED_INPUTS
 from co2.logs import get_logger
 
 log = get_logger("co2.validate")
@@ -50,28 +51,29 @@ class ColumnRule:
     maximum: float | None = None
 
 
-# Physical limits: values outside them are impossible, not merely unusual (the heaviest cars in
-# the data weigh ~4.6 t, the weakest have ~8 kW).
+def _measured(name: str, max_null_fraction: float) -> ColumnRule:
+    """The rule of a measured model input: its EEA column and physical range as co2.inputs declares them."""
+    declared = MEASURED[name]
+    return ColumnRule(declared.eea_column, "number", max_null_fraction, declared.minimum, declared.maximum)
+
+
+# Physical limits: values outside them are impossible, not merely unusual.
 SCHEMA: tuple[ColumnRule, ...] = (
     ColumnRule("Year", "integer", 0.0, 2010, 2100),
     ColumnRule("MS", "text", 0.0),
     ColumnRule("Mk", "text", 0.02),
     ColumnRule("Ft", "text", 0.0),
     ColumnRule("Fm", "text", 0.05),
-    ColumnRule("M (kg)", "number", 0.02, 300, 7_000),
-    ColumnRule("Ec (cm3)", "number", 0.6, 0, 10_000),
-    ColumnRule("Ep (KW)", "number", 0.2, 1, 1_500),
-    ColumnRule("Erwltp (g/km)", "number", 1.0, 0, 15),
-    ColumnRule("Fc", "number", 0.9, 0, 40),
+    _measured("mass_kg", 0.02),
+    _measured("engine_capacity_cm3", 0.6),
+    _measured("engine_power_kw", 0.2),
+    _measured("eco_innovation_savings_g_km", 1.0),
+    _measured("fuel_consumption_l_100km", 0.9),
     ColumnRule("Ewltp (g/km)", "number", 0.0, 0, 800),
     ColumnRule(col.COUNT_ALIAS, "integer", 0.0, 1, None),
 )
-OPTIONAL_RULES: tuple[ColumnRule, ...] = (
-    ColumnRule("Mt", "number", 1.0, 300, 7_500),
-    ColumnRule("Z (Wh/km)", "number", 1.0, 0, 1_000),
-    ColumnRule("Electric range (km)", "number", 1.0, 0, 2_000),
-    ColumnRule("W (mm)", "number", 1.0, 1_000, 6_000),
-    ColumnRule("At1 (mm)", "number", 1.0, 500, 3_000),
+OPTIONAL_RULES: tuple[ColumnRule, ...] = tuple(
+    _measured(declared.name, 1.0) for declared in MEASURED_INPUTS if not declared.in_every_table
 )
 
 
