@@ -22,7 +22,13 @@ import pandas as pd
 
 from co2 import columns as col
 from co2.logs import get_logger
-from co2.mlflow_utils import current_production, download_version, mlflow_client
+from co2.mlflow_utils import (
+    UntrustedModelError,
+    current_production,
+    download_version,
+    load_trusted_model,
+    mlflow_client,
+)
 from co2.model import Columns, input_columns, predict_columns
 from co2.settings import Settings
 from serving import metrics
@@ -43,6 +49,10 @@ class LoadedModel:
 
     def predict(self, cars: Columns) -> np.ndarray:
         return predict_columns(self.model, cars)
+
+
+class RefusedModelError(ValueError):
+    """A version failed the service's checks; the message is short and safe to show on /ready."""
 
 
 @dataclass
@@ -101,11 +111,21 @@ class ModelFollower:
         try:
             loaded = self._load(client, version)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            # /ready says why in a sentence of ours; what the exception says goes to the log only
+            if isinstance(exc, UntrustedModelError | RefusedModelError):
+                reason = str(exc)
+            else:
+                reason = f"it could not be loaded ({type(exc).__name__})"
             self.state.refused_versions[str(version.version)] = reason
-            self.state.last_error = f"version {version.version} refused: {reason}"
+            self.state.last_error = f"version {version.version} refused: {reason}; see the service log"
             metrics.MODEL_LOAD_FAILURES.inc()
-            log.error("model_refused", version=version.version, reason=reason)
+            log.error(
+                "model_refused",
+                version=version.version,
+                reason=reason,
+                error=repr(exc),
+                detail=getattr(exc, "detail", None),
+            )
             return
         self.current = loaded  # the swap: one reference assignment
         # Long-lived from here on: keep the model (and the libraries) out of the garbage
@@ -124,26 +144,34 @@ class ModelFollower:
         )
 
     def _load(self, client: Any, version: Any) -> LoadedModel:
-        import mlflow.sklearn
         from mlflow.models import Model
 
         with tempfile.TemporaryDirectory(prefix="co2-model-") as tmp:
             local = download_version(
                 client, self.settings.mlflow_tracking_uri, self.settings.model_name, str(version.version), tmp
             )
-            model = mlflow.sklearn.load_model(local)
+            model = load_trusted_model(local)  # refuses before deserializing anything untrusted
             example = Model.load(local).load_input_example(local)
         if example is None:
-            raise ValueError("the model has no input example to check it with")
+            raise RefusedModelError("it has no input example to check it with")
         frame = pd.DataFrame(example).reindex(columns=col.MODEL_INPUT_COLUMNS)
-        predicted = np.asarray(model.predict(frame), dtype=np.float64)
-        if predicted.shape != (len(frame),) or not np.isfinite(predicted).all() or (predicted < 0).any():
-            raise ValueError(f"the model's predictions on its own input example are not sane: {predicted[:5]}")
+        answered = model.predict(frame)  # the CO2 alone, or a frame of it with its interval
+        predicted = np.asarray(answered[col.TARGET] if isinstance(answered, pd.DataFrame) else answered, dtype=float)
+        # NaN is a car the model does not answer for; some of the example it must answer, all sanely
+        if (
+            predicted.shape != (len(frame),)
+            or np.isnan(predicted).all()
+            or np.isinf(predicted).any()
+            or (predicted < 0).any()
+        ):
+            log.error("model_not_sane", version=version.version, predicted=predicted[:5].tolist())
+            raise RefusedModelError("its predictions on its own input example are not sane")
         # requests take the array path: it must answer as the model itself does
         records = cast(list[dict[str, Any]], frame.to_dict(orient="records"))
         served = predict_columns(model, input_columns(records))
-        if not np.allclose(served, predicted, rtol=1e-9, atol=1e-9):
-            raise ValueError(f"the service's array path disagrees with the model: {served[:5]} != {predicted[:5]}")
+        if not np.allclose(served, predicted, rtol=1e-9, atol=1e-9, equal_nan=True):
+            log.error("model_array_path_differs", served=served[:5].tolist(), predicted=predicted[:5].tolist())
+            raise RefusedModelError("the service's array path disagrees with the model")
         tags = version.tags or {}
         features = getattr(model, "named_steps", {}).get("features")
         return LoadedModel(

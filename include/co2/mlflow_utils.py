@@ -12,12 +12,34 @@ import pandas as pd
 from co2 import columns as col
 from co2.settings import Settings
 
-# skops refuses to load types it does not know; these are the ones our pipelines contain.
-TRUSTED_TYPE_PREFIXES = ("co2.", "sklearn.", "numpy.", "scipy.", "builtins.")
+# Beyond the types skops trusts by default, the ones our three model families contain: nothing
+# else is serialized, and nothing else is deserialized, whatever a version's own MLmodel lists.
+# A library upgrade that moves one of them fails loudly at logging, naming the type to review.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "co2.model.CarFeatures",
+        "co2.model.WltpCo2Regressor",
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",  # random forest
+        "scipy.interpolate._bsplines.BSpline",  # linear family's splines
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
+    }
+)
+# For the prediction service's process: MLflow's own loaders deserialize whatever a version's
+# MLmodel says (pickle included); the service loads through `load_trusted_model` only.
+NO_PICKLE_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 
 
 class RegistryUnavailableError(RuntimeError):
     """The MLflow tracking server cannot be reached."""
+
+
+class UntrustedModelError(ValueError):
+    """A registered version the platform refuses to deserialize; the message is short and safe to show."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail  # for the log only: it can quote what the version's files say
 
 
 def download_version(client: Any, tracking_uri: str, name: str, version: str, dst_path: str) -> str:
@@ -71,10 +93,53 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    unexpected = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    unexpected = sorted(set(untrusted) - TRUSTED_TYPES)
     if unexpected:
-        raise TypeError(f"model contains types outside the trusted packages: {', '.join(unexpected)}")
+        raise TypeError(
+            f"model contains types outside co2.mlflow_utils.TRUSTED_TYPES: {', '.join(unexpected)}; "
+            "add them there only once each is known to be safe to deserialize"
+        )
     return list(untrusted)
+
+
+def load_trusted_model(model_dir: str | Path) -> Any:
+    """The scikit-learn model of a downloaded version, deserialized only if it is skops with trusted types.
+
+    The version's own MLmodel is not trusted: `mlflow.sklearn.load_model` follows its serialization
+    format (pickle runs code from the file) and its list of types to trust. Here the format must be
+    skops, and every type of the file that skops does not trust by default must be in TRUSTED_TYPES.
+    """
+    import skops.io
+    import yaml
+
+    root = Path(model_dir).resolve()
+    try:
+        mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UntrustedModelError("its MLmodel is missing or not YAML", str(exc)) from None
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
+    if not isinstance(flavor, dict):
+        raise UntrustedModelError("its MLmodel has no sklearn flavor")
+    if flavor.get("serialization_format") != "skops":
+        raise UntrustedModelError(
+            "its MLmodel is not a skops model", f"serialization_format: {flavor.get('serialization_format')!r}"
+        )
+    listed = flavor.get("skops_trusted_types") or []
+    beyond = sorted(set(map(str, listed)) - TRUSTED_TYPES) if isinstance(listed, list) else [repr(listed)]
+    if beyond:
+        raise UntrustedModelError("its MLmodel trusts types outside the platform's list", ", ".join(beyond))
+    model_file = (root / str(flavor.get("pickled_model", ""))).resolve()
+    if not model_file.is_relative_to(root) or not model_file.is_file():
+        raise UntrustedModelError("its model file is missing", str(flavor.get("pickled_model")))
+    try:
+        found = skops.io.get_untrusted_types(file=model_file)  # reads the file's schema, runs nothing
+    except Exception as exc:
+        raise UntrustedModelError("its model file is not a readable skops file", repr(exc)) from None
+    beyond = sorted(set(found) - TRUSTED_TYPES)
+    if beyond:
+        raise UntrustedModelError("its model file holds types outside the platform's list", ", ".join(beyond))
+    return skops.io.load(model_file, trusted=sorted(TRUSTED_TYPES))
 
 
 def pip_requirements() -> list[str]:

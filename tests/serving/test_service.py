@@ -26,9 +26,11 @@ def test_predictions_match_the_model_loaded_directly(service_settings: Settings,
     version = promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["knn"])
     _, test = sample_splits
     cars = cars_of(test, 200)
-    direct = mlflow.sklearn.load_model(model_uris["knn"]).predict(
+    answered = mlflow.sklearn.load_model(model_uris["knn"]).predict(
         pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS)
     )
+    # the CO2 alone, or a frame of it with its interval
+    direct = np.asarray(answered[col.TARGET] if isinstance(answered, pd.DataFrame) else answered, dtype=float)
     with running_service(service_settings) as url:
         wait_for(lambda: ready_version(url) == version, 30)
         batch = httpx.post(f"{url}/predict/batch", json={"cars": cars}, timeout=30)
@@ -118,6 +120,10 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(service_setting
             ).model_uri
         bad = promote(service_settings.mlflow_tracking_uri, service_settings.model_name, broken)
         wait_for(lambda: f"version {bad} refused" in (httpx.get(f"{url}/ready").json()["last_error"] or ""), 20)
+        # why, in a sentence of the service's own; the exception's text stays in the log
+        assert httpx.get(f"{url}/ready").json()["last_error"] == (
+            f"version {bad} refused: its predictions on its own input example are not sane; see the service log"
+        )
         response = httpx.post(f"{url}/predict", json={"fuel_type": "PETROL", "mass_kg": 1300})
         assert response.status_code == 200 and response.headers["X-Model-Version"] == good
         scraped = httpx.get(f"{url}/metrics").text

@@ -8,6 +8,7 @@ promotion is forced; the report says which and why.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 from co2.evaluation import evaluate
 from co2.files import new_directory, read_json, utc_stamp, write_json
 from co2.logs import get_logger
-from co2.mlflow_utils import current_production, mlflow_client
+from co2.mlflow_utils import current_production, download_version, load_trusted_model, mlflow_client
 from co2.settings import Settings
 
 log = get_logger("co2.compare")
@@ -74,8 +75,6 @@ def decide(
 def compare(
     candidates: list[dict[str, Any]], lineage_path: Path, settings: Settings, *, force_promotion: bool = False
 ) -> CompareResult:
-    import mlflow.pyfunc
-
     ranking = rank(candidates)
     winner = ranking[0]
     lineage = read_json(lineage_path)
@@ -86,7 +85,12 @@ def compare(
     champion_error: str | None = None
     if champion is not None:
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{champion.version}")
+            # the registry is a trust boundary: its files are checked before anything is deserialized
+            with tempfile.TemporaryDirectory(prefix="co2-champion-") as tmp:
+                local = download_version(
+                    client, settings.mlflow_tracking_uri, settings.model_name, str(champion.version), tmp
+                )
+                model = load_trusted_model(local)
             champion_metrics = evaluate(model, test)
         except Exception as exc:  # any failure to load or score is reported, never fatal
             champion_error = f"{type(exc).__name__}: {exc}"
