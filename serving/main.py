@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            metrics.process_ended()
 
     app = FastAPI(
         title="co2 prediction service",

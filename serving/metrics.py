@@ -1,12 +1,22 @@
-"""Prometheus metrics of the prediction service (one registry, exposed at /metrics)."""
+"""Prometheus metrics of the prediction service, exposed at /metrics.
+
+With several worker processes (`co2 serve --workers N` sets PROMETHEUS_MULTIPROC_DIR), each
+process writes its figures to files in that directory and /metrics adds them up, so any worker
+answers for all. Gauges say how: `livemin` for the readiness of the service as a whole (it is
+ready when every worker is), `livemax` for what is served. Multiprocess mode forbids callback
+gauges, so every gauge is set when what it shows changes.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+# prometheus_client chooses its storage when imported: this is the same test it makes
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
@@ -36,39 +46,81 @@ OUT_OF_RANGE = Counter(
     registry=REGISTRY,
 )
 MODEL_INFO = Gauge(
-    "co2_model_info", "The model being served (value 1)", ["model_name", "model_version", "run_id"], registry=REGISTRY
+    "co2_model_info",
+    "The model being served (value 1)",
+    ["model_name", "model_version", "run_id"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
-MODEL_VERSION = Gauge("co2_model_version", "Version number of the model being served", registry=REGISTRY)
+MODEL_VERSION = Gauge(
+    "co2_model_version", "Version number of the model being served", registry=REGISTRY, multiprocess_mode="livemax"
+)
 MODEL_LOADS = Counter("co2_model_loads_total", "Model versions loaded and swapped in", registry=REGISTRY)
 MODEL_LOAD_FAILURES = Counter(
     "co2_model_load_failures_total", "Model versions refused (load or check failed)", registry=REGISTRY
 )
-REGISTRY_UP = Gauge("co2_registry_up", "1 if the last registry poll succeeded", registry=REGISTRY)
-REGISTRY_SECONDS_SINCE_POLL = Gauge(
-    "co2_registry_seconds_since_last_success", "Seconds since the registry was last reached", registry=REGISTRY
+REGISTRY_UP = Gauge(
+    "co2_registry_up", "1 if the last registry poll succeeded", registry=REGISTRY, multiprocess_mode="livemin"
 )
-READY = Gauge("co2_ready", "1 if a model is loaded and the registry was reached recently", registry=REGISTRY)
+REGISTRY_LAST_SUCCESS = Gauge(
+    "co2_registry_last_success_timestamp_seconds",
+    "Unix time the registry was last reached (0: never)",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+READY = Gauge(
+    "co2_ready",
+    "1 if a model is loaded and the registry was reached recently",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+_shown_model_info: list[tuple[str, str, str]] = []
 
 
 def set_model_info(name: str, version: str, run_id: str) -> None:
-    MODEL_INFO.clear()
+    # In multiprocess mode a series cannot be removed: the previous model's is set to 0.
+    for labels in _shown_model_info:
+        MODEL_INFO.labels(*labels).set(0)
+    _shown_model_info.clear()
+    if not MULTIPROCESS:
+        MODEL_INFO.clear()
     MODEL_INFO.labels(model_name=name, model_version=version, run_id=run_id).set(1)
+    _shown_model_info.append((name, version, run_id))
     if version.isdigit():
         MODEL_VERSION.set(int(version))
+
+
+def exposition() -> bytes:
+    """The text a scrape gets: this process's figures, or those of every worker added up."""
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)
+    return generate_latest(merged)
+
+
+def process_ended() -> None:
+    """Drop this worker's live gauges from the shared figures (its counters keep counting in the sums)."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def observe_predictions(
     input_ranges: Mapping[str, list[float]], cars: Mapping[str, np.ndarray], co2_g_km: np.ndarray
 ) -> None:
-    """Once per model call: cars predicted, their predictions, and inputs outside the training range."""
-    PREDICTIONS.inc(len(co2_g_km))
-    for value in co2_g_km.tolist():
+    """Once per model call: cars predicted, their predictions, and inputs outside the training range.
+
+    Cars the model could not predict (NaN in `co2_g_km`) are not counted.
+    """
+    predicted = np.isfinite(co2_g_km)
+    PREDICTIONS.inc(int(np.count_nonzero(predicted)))
+    for value in co2_g_km[predicted].tolist():
         PREDICTED_CO2.observe(value)
     for feature, (low, high) in input_ranges.items():
         given = cars.get(feature)
         if given is None:
             continue
         with np.errstate(invalid="ignore"):
-            outside = int(np.count_nonzero((given < low) | (given > high)))
+            outside = int(np.count_nonzero(((given < low) | (given > high)) & predicted))
         if outside:
             OUT_OF_RANGE.labels(feature=feature).inc(outside)

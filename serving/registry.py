@@ -72,9 +72,6 @@ class ModelFollower:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.state = RegistryState()
-        metrics.REGISTRY_SECONDS_SINCE_POLL.set_function(self.seconds_since_poll)
-        # current at every scrape, not only when someone asks /ready
-        metrics.READY.set_function(lambda: float(self.current is not None and not self.stale()))
 
     def seconds_since_poll(self) -> float:
         if self.state.last_success is None:
@@ -88,6 +85,16 @@ class ModelFollower:
     def poll_once(self) -> None:
         """One look at the registry; loads and swaps in a new production version if there is one."""
         try:
+            self._poll()
+        finally:
+            self.observe_readiness()
+
+    def observe_readiness(self) -> None:
+        """Set the readiness gauge: after each poll, and before each scrape (a poll can hang for minutes)."""
+        metrics.READY.set(float(self.current is not None and not self.stale()))
+
+    def _poll(self) -> None:
+        try:
             client = mlflow_client(self.settings, process_default=False)
             version = current_production(client, self.settings)
         except Exception as exc:  # unreachable, or answering errors: keep serving what we have
@@ -99,6 +106,7 @@ class ModelFollower:
         self.state.reachable = True
         self.state.last_success = time.time()
         metrics.REGISTRY_UP.set(1)
+        metrics.REGISTRY_LAST_SUCCESS.set(self.state.last_success)
         if version is None:
             self.state.last_error = f"no version of {self.settings.model_name} is in {self.settings.model_alias}"
             return

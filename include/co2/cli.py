@@ -181,20 +181,34 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     import uvicorn
 
-    from serving.main import create_app
+    from co2.mlflow_utils import NO_PICKLE_ENV
 
+    os.environ.update(NO_PICKLE_ENV)  # inherited by the workers
     if args.workers > 1:  # each worker process imports the app and reads the settings itself
-        uvicorn.run(
-            "serving.main:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level="warning",
-            access_log=False,
-        )
+        # Each worker writes its metrics to files in a fresh directory of its own (under
+        # PROMETHEUS_MULTIPROC_DIR if set) and /metrics adds them up: set before any worker starts.
+        metrics_dir = tempfile.mkdtemp(prefix="co2-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run(
+                "serving.main:app",
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level="warning",
+                access_log=False,
+            )
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own figures, in memory
+        from serving.main import create_app
+
         uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -6,7 +6,7 @@ import math
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import metrics
 from serving.deps import FollowerDep
@@ -42,6 +42,7 @@ async def ready(follower: FollowerDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(follower: FollowerDep) -> Response:
     """Prometheus exposition of the service's metrics."""
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    follower.observe_readiness()
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

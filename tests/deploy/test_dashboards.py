@@ -92,7 +92,7 @@ def test_the_dashboards_show_what_operators_need() -> None:
         "histogram_quantile(0.5,",
         "histogram_quantile(0.99,",
         "co2_model_version",
-        "co2_registry_seconds_since_last_success",
+        "time() - min(co2_registry_last_success_timestamp_seconds)",
         "co2_predicted_wltp_g_km_bucket",
         "co2_input_out_of_training_range_total",
     ):
