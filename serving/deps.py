@@ -6,7 +6,6 @@ than the dependency itself on every request.
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
@@ -14,9 +13,10 @@ from fastapi.security import APIKeyHeader
 
 from co2.settings import Settings
 from serving.batching import Batcher
+from serving.guard import API_KEY_HEADER, api_key_refusal
 from serving.registry import LoadedModel, ModelFollower
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required when CO2_API_KEYS is set")
+api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Required when CO2_API_KEYS is set")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -47,17 +47,14 @@ async def get_current_model(follower: Annotated[ModelFollower, Depends(get_follo
 async def require_api_key(
     settings: Annotated[Settings, Depends(get_settings)], api_key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
-    """Open when no keys are configured; otherwise 401 without a key, 403 with a wrong one."""
-    if not settings.api_keys:
-        return
-    if not api_key:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send it in the X-API-Key header",
-            {"WWW-Authenticate": "APIKey"},
-        )
-    if not any(secrets.compare_digest(api_key.encode(), key.encode()) for key in settings.api_keys):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "the API key is not valid")
+    """Open when no keys are configured; otherwise 401 without a key, 403 with a wrong one.
+
+    Declaring it on a route is what makes the route protected: `serving.guard` checks the key on
+    the headers before the body is read, this check stands behind it.
+    """
+    refusal = api_key_refusal(settings, api_key)
+    if refusal is not None:
+        raise refusal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

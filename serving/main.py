@@ -10,18 +10,27 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from co2.logs import get_logger
 from co2.settings import Settings, get_settings
 from serving import metrics
 from serving.batching import Batcher
+from serving.deps import require_api_key
+from serving.guard import RequestGuard, guarded_routes
 from serving.registry import ModelFollower
 from serving.routes import health, model, predict
 
 log = get_logger("co2.serving")
+
+# A 422 lists what is wrong, never the input itself: that could be megabytes, or not even JSON-encodable.
+SHOWN_ERRORS = 100
+SHOWN_NAME_CHARS = 64
 
 
 class RequestMetrics:
@@ -80,12 +89,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-
-    app.add_middleware(RequestMetrics)
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # the key and the body's size are checked before a route reads the body; the metrics see every answer
+    app.add_middleware(RequestGuard, routes=guarded_routes(app.routes, require_api_key))
+    app.add_middleware(RequestMetrics)
     return app
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with where and what (`loc`, `msg`, `type`) of each problem, without the input or its context."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    shown: list[dict[str, Any]] = [
+        {"loc": [_short(part) for part in error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in errors[:SHOWN_ERRORS]
+    ]
+    if len(errors) > SHOWN_ERRORS:
+        shown.append({"loc": ["body"], "msg": f"and {len(errors) - SHOWN_ERRORS} more errors", "type": "too_many"})
+    return JSONResponse({"detail": shown}, status_code=422)
+
+
+def _short(part: object) -> object:
+    """A location part as it is, unless it is a long name (an unknown field's): then cut short."""
+    if isinstance(part, str) and len(part) > SHOWN_NAME_CHARS:
+        return f"{part[:SHOWN_NAME_CHARS]}…"
+    return part
 
 
 app = create_app()

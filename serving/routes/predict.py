@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
+from collections import Counter
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,20 +14,22 @@ import pandas as pd
 import pydantic_core
 from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from co2 import columns as col
 from co2.model import input_columns
 from serving import metrics
 from serving.bodies import FastJSONRoute
 from serving.deps import BatcherDep, CurrentModel, require_api_key
+from serving.limits import CSV_BYTES
 from serving.registry import LoadedModel
 from serving.schemas import MAX_BATCH_CARS, BatchPrediction, BatchRequest, Car, Prediction
 
 router = APIRouter(
     prefix="/predict", tags=["predict"], dependencies=[Depends(require_api_key)], route_class=FastJSONRoute
 )
-CSV_MAX_BYTES = 20 * 1024 * 1024
+CARS = TypeAdapter(list[Car])
+VALIDATION_SLICE_CARS = 500
 
 
 def _label(response: Response, model: LoadedModel) -> None:
@@ -67,30 +72,80 @@ async def predict_csv(
     file: Annotated[UploadFile, File(description="CSV with a header: the JSON field names, or the EEA's column names")],
 ) -> Response:
     """Predict every row of an uploaded CSV (same fields as /predict/batch, or EEA column names)."""
-    content = await file.read(CSV_MAX_BYTES + 1)
-    if len(content) > CSV_MAX_BYTES:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"CSV larger than {CSV_MAX_BYTES // 2**20} MiB")
+    content = await file.read(CSV_BYTES + 1)
+    if len(content) > CSV_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"CSV larger than the {CSV_BYTES:,} bytes that {MAX_BATCH_CARS:,} cars can need",
+        )
+    # parsing and validating thousands of rows takes a while: not on the event loop
+    cars = await asyncio.to_thread(_cars_of_csv, content)
+    return await _predict_cars(cars, model)
+
+
+def _cars_of_csv(content: bytes) -> list[Car]:
+    """The cars of a CSV upload; a 413 beyond MAX_BATCH_CARS rows, a 422 naming what is wrong."""
+    _check_columns(_header(content))  # before pandas reads anything: a hostile header costs nothing
     try:
-        table = pd.read_csv(io.BytesIO(content))
+        # one row more than allowed tells that there are too many, without reading them all
+        table = pd.read_csv(io.BytesIO(content), nrows=MAX_BATCH_CARS + 1)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestValidationError([_error(["body", "file"], f"not a readable CSV: {exc}")]) from None
-    table = table.rename(columns={**col.SOURCE_TO_DOMAIN, "Mk": col.MAKE})
-    missing = [name for name in (col.FUEL_TYPE,) if name not in table.columns]
-    unknown = [str(name) for name in table.columns if name not in col.MODEL_INPUT_COLUMNS]
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append(f"missing column(s) {', '.join(missing)}")
-        if unknown:
-            problems.append(f"unknown column(s) {', '.join(unknown)}; allowed: {', '.join(col.MODEL_INPUT_COLUMNS)}")
-        raise RequestValidationError([_error(["body", "file"], "; ".join(problems))])
+        raise RequestValidationError([_error(["body", "file"], f"not a readable CSV: {str(exc)[:200]}")]) from None
+    if len(table) > MAX_BATCH_CARS:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"more than {MAX_BATCH_CARS:,} cars; send at most that many per request"
+        )
+    table = table.rename(columns=col.SOURCE_TO_DOMAIN)
+    _check_columns([str(name) for name in table.columns])
     records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+    cars: list[Car] = []
+    errors: list[Any] = []
+    # in slices: validation holds the interpreter lock for a whole call, the event loop waits that long
+    for start in range(0, len(records), VALIDATION_SLICE_CARS):
+        try:
+            cars += CARS.validate_python(records[start : start + VALIDATION_SLICE_CARS])
+        except ValidationError as exc:
+            errors += [
+                {**error, "loc": ("cars", start + int(error["loc"][0]), *error["loc"][1:])}
+                for error in exc.errors(include_url=False, include_context=False, include_input=False)
+            ]
+    if errors:
+        raise RequestValidationError(errors)
+    return cars
+
+
+def _header(content: bytes) -> list[str]:
+    """The CSV's column names, read from its first line."""
+    if not content.strip():
+        raise RequestValidationError([_error(["body", "file"], "not a readable CSV: it is empty")])
     try:
-        body = BatchRequest.model_validate({"cars": records})
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-    return await _predict_cars(body.cars, model)
+        first_line = content.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
+    except UnicodeDecodeError:
+        raise RequestValidationError([_error(["body", "file"], "not a readable CSV: not UTF-8 text")]) from None
+    return next(csv.reader([first_line]), [])
 
 
-def _error(loc: list[Any], message: str) -> dict[str, Any]:
-    return {"loc": loc, "msg": message, "type": "value_error"}
+def _check_columns(names: list[str]) -> None:
+    """A 422 unless the columns are known names (ours or the EEA's), each once, fuel type among them."""
+    columns = [col.SOURCE_TO_DOMAIN.get(name, name) for name in names]
+    problems = []
+    if col.FUEL_TYPE not in columns:
+        problems.append(f"missing column(s) {col.FUEL_TYPE}")
+    if unknown := [name for name in names if col.SOURCE_TO_DOMAIN.get(name, name) not in col.MODEL_INPUT_COLUMNS]:
+        problems.append(
+            f"unknown column(s) {_some(unknown)}; allowed: {', '.join(col.MODEL_INPUT_COLUMNS)} or their EEA names"
+        )
+    if twice := sorted(name for name, times in Counter(columns).items() if times > 1):
+        problems.append(f"column(s) given twice: {_some(twice)}")
+    if problems:
+        raise RequestValidationError([_error(["body", "file"], "; ".join(problems))])
+
+
+def _some(names: Sequence[str], shown: int = 5, width: int = 40) -> str:
+    """A few names, each cut short: the answer must not echo a hostile header back."""
+    listed = ", ".join(name if len(name) <= width else f"{name[:width]}…" for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _error(loc: list[Any], message: str, kind: str = "value_error") -> dict[str, Any]:
+    return {"loc": loc, "msg": message, "type": kind}

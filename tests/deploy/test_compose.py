@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +18,13 @@ import pytest
 import yaml
 
 from tests.conftest import PG_ADMIN_DSN, PROJECT_DIR, _admin_execute
-from tests.deploy.conftest import DEPLOY_DIR, INIT_CHECKED_SECRETS, airflow_environment, run_init_script
+from tests.deploy.conftest import (
+    DEPLOY_DIR,
+    FAB_AUTH_MANAGER,
+    INIT_CHECKED_SECRETS,
+    airflow_environment,
+    run_init_script,
+)
 
 COMPOSE_FILE = PROJECT_DIR / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT_DIR / ".env.example"
@@ -30,6 +40,7 @@ SERVICES = {"postgres", "redis", "mlflow", "api", "statsd-exporter", "prometheus
 ONE_SHOT = {"airflow-init"}
 OPTIONAL = {"discodata-emulator"}  # profile "offline"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|API_KEYS|_KEY$")
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 HOST_PORTS = {"AIRFLOW_PORT", "MLFLOW_PORT", "API_PORT", "GRAFANA_PORT", "PROMETHEUS_PORT", "STATSD_EXPORTER_PORT"}
 
 
@@ -46,12 +57,12 @@ def resolved() -> dict[str, Any]:
     return yaml.safe_load(result.stdout)
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
-    """Debian's docker-compose on the compose file with .env.example."""
+def docker_compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
+    """Debian's docker-compose on the compose file with .env.example (or another env file)."""
     executable = shutil.which("docker-compose")
     assert executable, "docker-compose is missing: `make tools` installs it (Debian package docker-compose)"
     return subprocess.run(
-        [executable, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), *args],
+        [executable, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -118,7 +129,7 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(reso
     for name in AIRFLOW - ONE_SHOT:
         depends = resolved["services"][name]["depends_on"]
         assert {"postgres", "redis", "airflow-init"} <= set(depends), name
-    assert set(resolved["services"]["api"]["depends_on"]) == {"mlflow"}
+    assert set(resolved["services"]["api"]["depends_on"]) == {"mlflow", "airflow-init"}  # init checks API_KEYS
     assert set(resolved["services"]["grafana"]["depends_on"]) == {"prometheus"}
 
 
@@ -258,8 +269,98 @@ def test_airflow_init_refuses_the_placeholders(tmp_path) -> None:  # type: ignor
     result = run_init_script(env, {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": "a-password"})
     assert result.returncode == 1
     assert "AIRFLOW__CORE__FERNET_KEY is empty or still the placeholder" in result.stderr
-    assert not (tmp_path / "passwords.json").exists()
     assert set(INIT_CHECKED_SECRETS) <= set(example_env())
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"AIRFLOW_ADMIN_PASSWORD": ""}, "AIRFLOW_ADMIN_PASSWORD is empty"),
+        ({"API_KEYS": '["change-me"]'}, "API_KEYS is empty or still holds the placeholder"),
+        (
+            {"AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER},
+            "not FAB's FabAuthManager",
+        ),
+    ],
+)
+def test_airflow_init_stops_before_anything_without_what_the_admin_needs(
+    tmp_path, change: dict[str, str], named: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Checked before `airflow db migrate` runs: a PATH without Airflow proves nothing else was tried."""
+    env = {**airflow_environment(tmp_path, "sqlite:///unused.db", 8080, 8125), "PATH": "/usr/bin:/bin"}
+    result = run_init_script(env, {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": "a-password", **change})
+    assert result.returncode == 1
+    assert named in result.stderr and "airflow: command not found" not in result.stderr
+
+
+def test_airflow_uses_fab_users_and_roles_with_the_admin_from_init(resolved: dict[str, Any]) -> None:
+    for name in AIRFLOW:
+        env = resolved["services"][name]["environment"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+        assert not [key for key in env if "SIMPLE_AUTH_MANAGER" in key], name
+    init_env = resolved["services"]["airflow-init"]["environment"]
+    assert {"AIRFLOW_ADMIN_USER", "AIRFLOW_ADMIN_PASSWORD"} <= set(init_env)
+    script = (DEPLOY_DIR / "airflow" / "init.sh").read_text()
+    assert re.search(r"airflow users create --username \"\$AIRFLOW_ADMIN_USER\" --role Admin", script)
+    assert "--password" not in script  # on stdin: never in a process list
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host address, host port) of each published port; an empty address is every interface."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.append((str(port.get("host_ip", "")), str(port.get("published", ""))))
+        else:
+            parts = str(port).split("/")[0].split(":")
+            found.append((parts[0] if len(parts) == 3 else "", parts[-2] if len(parts) > 1 else ""))
+    return found
+
+
+def test_published_ports_are_on_loopback_unless_asked(resolved: dict[str, Any], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ports = {name: published(service) for name, service in resolved["services"].items() if "ports" in service}
+    assert set(ports) == {"airflow-apiserver", "api", "grafana", "mlflow", "prometheus", "statsd-exporter"}
+    assert {address for found in ports.values() for address, _ in found} == {"127.0.0.1"}
+    exposed = tmp_path / ".env"
+    exposed.write_text(ENV_EXAMPLE.read_text().replace("PUBLISH_ADDRESS=127.0.0.1", "PUBLISH_ADDRESS=0.0.0.0"))
+    result = docker_compose("config", env_file=exposed)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    addresses = {name: {address for address, _ in published(services[name])} for name in ports}
+    assert addresses == {
+        "airflow-apiserver": {"0.0.0.0"},  # FAB login
+        "api": {"0.0.0.0"},  # API keys
+        "grafana": {"0.0.0.0"},  # Grafana login
+        "mlflow": {"127.0.0.1"},  # no login of its own: never exposed by PUBLISH_ADDRESS
+        "prometheus": {"127.0.0.1"},
+        "statsd-exporter": {"127.0.0.1"},
+    }
+
+
+def test_the_prediction_api_requires_keys(resolved: dict[str, Any], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = tmp_path / ".env"
+    env.write_text(ENV_EXAMPLE.read_text().replace("API_KEYS=change-me", 'API_KEYS=["k-1", "k-2"]'))
+    result = docker_compose("config", env_file=env)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["api"]["environment"]["CO2_API_KEYS"] == '["k-1", "k-2"]'
+    env.write_text(ENV_EXAMPLE.read_text().replace("API_KEYS=change-me", "API_KEYS="))
+    result = docker_compose("config", env_file=env)
+    assert result.returncode != 0 and "set API_KEYS in .env" in result.stderr
+
+
+def test_prometheus_lifecycle_api_is_off_everywhere(resolved: dict[str, Any], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Neither the compose stack's Prometheus nor `co2 up`'s can be stopped or reloaded over HTTP."""
+    from co2.settings import Settings
+    from co2.stack import Secrets, StackPlan, components
+
+    commands = [" ".join(map(str, s.get("command") or [])) for s in resolved["services"].values()]
+    assert any("--config.file=/etc/prometheus/prometheus.yml" in c for c in commands)
+    plan = StackPlan.from_settings(Settings(home=tmp_path / "home"))
+    local = {c.name: c.command for c in components(plan, Secrets("jwt", "fernet", "password"))}
+    assert "prometheus" in local, "prometheus is missing: `make tools` installs it (Debian package prometheus)"
+    assert f"--web.listen-address=127.0.0.1:{plan.prometheus_port}" in local["prometheus"]
+    for command in [*commands, " ".join(local["prometheus"])]:
+        assert "--web.enable-lifecycle" not in command
 
 
 def test_mlflow_runs_with_the_compose_arguments_and_exposes_metrics(mlflow_stack: str) -> None:
@@ -268,3 +369,58 @@ def test_mlflow_runs_with_the_compose_arguments_and_exposes_metrics(mlflow_stack
     metrics = httpx.get(f"{mlflow_stack}/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "mlflow_http_request_total" in metrics.text
+
+
+VIEWER_DETAILS = ("--email", "alice@example.org", "--firstname", "Alice", "--lastname", "Viewer")
+
+
+def test_airflow_init_creates_the_admin_with_fab_roles(postgres_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """deploy/airflow/init.sh for real on a fresh PostgreSQL database: the admin, then a second start
+    with a new password, then a viewer added the way the README says."""
+    from werkzeug.security import check_password_hash
+
+    dsn = postgres_database(f"fab_{uuid.uuid4().hex[:6]}")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **airflow_environment(tmp_path, dsn.replace("postgresql://", "postgresql+psycopg2://"), 8080, 8125),
+    }
+
+    def password_hash(username: str) -> str:
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT password FROM ab_user WHERE username = %s", (username,))
+                return str(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def users() -> dict[str, str]:
+        listed = subprocess.run(
+            ["airflow", "users", "list", "--output", "json"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        table = next(line for line in reversed(listed.stdout.splitlines()) if line.startswith("[{"))  # after logs
+        return {row["username"]: ",".join(row["roles"]) for row in json.loads(table)}
+
+    first = run_init_script(env, {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": "first-pw-1"})
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "administrator admin created with the Admin role" in first.stdout
+    assert users() == {"admin": "Admin"}
+    assert check_password_hash(password_hash("admin"), "first-pw-1")
+
+    again = run_init_script(env, {"AIRFLOW_ADMIN_USER": "admin", "AIRFLOW_ADMIN_PASSWORD": "second-pw-2"})
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "administrator admin exists" in again.stdout
+    assert check_password_hash(password_hash("admin"), "second-pw-2")
+
+    viewer = subprocess.run(  # README: adding a viewer
+        [*("airflow", "users", "create", "--username", "alice", "--role", "Viewer"), *VIEWER_DETAILS],
+        input="alice-pw-3\nalice-pw-3\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert viewer.returncode == 0, viewer.stderr[-2000:]
+    assert users() == {"admin": "Admin", "alice": "Viewer"}

@@ -68,6 +68,12 @@ def test_the_api_image_has_no_airflow_and_the_same_scikit_learn() -> None:
     assert airflow["apache-airflow"] == "3.3.2"
 
 
+def test_the_airflow_image_has_the_fab_auth_manager_and_no_simple_manager_state() -> None:
+    """Compose's login (FabAuthManager) comes from the lock's export that Dockerfile.airflow installs."""
+    assert "apache-airflow-providers-fab" in export("airflow")
+    assert "/opt/airflow/auth" not in DOCKERFILES[0].read_text()  # the simple manager's password file is gone
+
+
 def test_the_mlflow_metrics_package_is_the_locked_version() -> None:
     lock = (PROJECT_DIR / "uv.lock").read_text()
     version = re.search(r'name = "prometheus-flask-exporter"\nversion = "([^"]+)"', lock)
