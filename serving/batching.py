@@ -4,19 +4,51 @@ A model call costs about the same for 1 car as for 30 (the work is per call, in 
 row), so the service predicts everything that is waiting in one call. Nothing waits on a timer:
 the batch closes once a few turns of the event loop bring no new request, so a lone request is
 answered at once and a busy service batches by itself. Each request gets its own answer and
-the version of the model that computed it.
+the version of the model that computed it; a car the model cannot predict fails its own request
+only.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from co2.logs import get_logger
 from co2.model import input_columns
 from serving import metrics
 from serving.registry import LoadedModel, ModelFollower
 
+log = get_logger("co2.serving.batching")
+
 QUIET_TURNS = 3
+
+
+class UnpredictableCarError(ValueError):
+    """The model raised, or gave no finite value, for this car (inputs within the declared ranges)."""
+
+
+def predict_each(model: LoadedModel, rows: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every car's prediction, NaN for a car the model cannot predict; and the input columns.
+
+    One car that makes the model raise must not fail the cars batched with it: the batch is split
+    in halves until the culprit is alone, a few calls more only when a call fails. Each car's
+    prediction depends on its own inputs only, so an infinite or NaN answer is that car's alone.
+    """
+    columns = input_columns(rows)
+    values = np.full(len(rows), np.nan)
+    try:
+        values[:] = model.predict(columns)
+    except Exception as exc:
+        if len(rows) == 1:
+            log.error("car_not_predictable", version=model.version, car=dict(rows[0]), error=repr(exc))
+        else:
+            half = len(rows) // 2
+            values[:half] = predict_each(model, rows[:half])[0]
+            values[half:] = predict_each(model, rows[half:])[0]
+    return np.where(np.isfinite(values), values, np.nan), columns
 
 
 @dataclass
@@ -60,15 +92,18 @@ class Batcher:
                 for item in batch:
                     item.future.set_exception(RuntimeError("no model loaded"))
                 continue
-            cars = input_columns([item.row for item in batch])
             try:
-                values = model.predict(cars)
-            except Exception as exc:
+                values, cars = predict_each(model, [item.row for item in batch])
+            except Exception as exc:  # not the model's: building the inputs failed for everyone
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
             metrics.observe_predictions(model.input_ranges, cars, values)
             for item, value in zip(batch, values.tolist(), strict=True):
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if np.isfinite(value):
                     item.future.set_result((value, model))
+                else:
+                    item.future.set_exception(UnpredictableCarError(f"model version {model.version}"))

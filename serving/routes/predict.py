@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from co2 import columns as col
-from co2.model import input_columns
 from serving import metrics
+from serving.batching import UnpredictableCarError, predict_each
 from serving.bodies import FastJSONRoute
 from serving.deps import BatcherDep, CurrentModel, require_api_key
 from serving.limits import CSV_BYTES
@@ -30,6 +30,10 @@ router = APIRouter(
 )
 CARS = TypeAdapter(list[Car])
 VALIDATION_SLICE_CARS = 500
+UNPREDICTABLE = (
+    "the model gives no answer for this car: it failed on these inputs (logged), or they do not say "
+    "enough about the car (fuel_mode or fuel_consumption_l_100km may help)"
+)
 
 
 def _label(response: Response, model: LoadedModel) -> None:
@@ -40,15 +44,21 @@ def _label(response: Response, model: LoadedModel) -> None:
 @router.post("", response_model=Prediction, summary="Predict one car's WLTP CO2")
 async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentModel) -> Prediction:
     """Predict the WLTP CO2 of one car with the production model."""
-    value, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
+    try:
+        value, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
+    except UnpredictableCarError:
+        raise RequestValidationError([_error(["body"], UNPREDICTABLE, "unpredictable_car")]) from None
     _label(response, model)
     return Prediction(co2_wltp_g_km=round(value, 2), model_name=model.name, model_version=model.version)
 
 
 async def _predict_cars(cars: list[Car], model: LoadedModel) -> Response:
-    columns = input_columns([vars(car) for car in cars])  # the fields, without model_dump's copy
-    values = await asyncio.to_thread(model.predict, columns)
+    rows = [vars(car) for car in cars]  # the fields, without model_dump's copy
+    values, columns = await asyncio.to_thread(predict_each, model, rows)
     metrics.observe_predictions(model.input_ranges, columns, values)
+    failed = np.flatnonzero(np.isnan(values)).tolist()
+    if failed:
+        raise RequestValidationError([_error(["body", "cars", i], UNPREDICTABLE, "unpredictable_car") for i in failed])
     # built directly: validating 10,000 response items again would cost more than predicting them
     body = {
         "predictions": [{"co2_wltp_g_km": v} for v in np.round(values, 2).tolist()],
