@@ -30,6 +30,7 @@ from co2.mlflow_utils import (
     mlflow_client,
 )
 from co2.model import Columns, input_columns, predict_columns
+from co2.redact import redact_urls
 from co2.settings import Settings
 from serving import metrics
 
@@ -193,11 +194,14 @@ class ModelFollower:
                 for k, v in tags.items()
                 if k in ("co2.mae_g_km", "co2.rmse_g_km", "co2.r2")
             },
-            lineage={
-                k.removeprefix("co2."): v
-                for k, v in tags.items()
-                if k.endswith("sha256") or k in ("co2.years", "co2.source_url", "co2.candidate")
-            },
+            # a source URL can carry credentials: shown without them
+            lineage=redact_urls(
+                {
+                    k.removeprefix("co2."): v
+                    for k, v in tags.items()
+                    if k.endswith("sha256") or k in ("co2.years", "co2.source_url", "co2.candidate")
+                }
+            ),
             input_ranges=dict(getattr(features, "input_ranges_", {}) or {}),
         )
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from serving.deps import CurrentModel, SettingsDep
+from serving.deps import CurrentModel, SettingsDep, require_api_key
 from serving.schemas import ModelInfo
 
-router = APIRouter(tags=["model"])
+# what is served, and what it was trained on, is for the service's clients only
+router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("/model", response_model=ModelInfo)
 async def model_info(model: CurrentModel, settings: SettingsDep) -> ModelInfo:
-    """The production model being served: version, run, metrics, training data lineage."""
+    """The production model being served: version, run, metrics, training data lineage (URLs without credentials)."""
     return ModelInfo(
         model_name=model.name,
         model_version=model.version,

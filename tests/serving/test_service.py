@@ -195,6 +195,23 @@ def test_api_keys(service_settings: Settings, model_uris) -> None:  # type: igno
         )
         for open_route in ("/health", "/ready", "/metrics"):
             assert httpx.get(f"{url}{open_route}").status_code == 200
+        assert httpx.get(f"{url}/model").status_code == 401
+        assert httpx.get(f"{url}/model", headers={"X-API-Key": "guess"}).status_code == 403
+        assert httpx.get(f"{url}/model", headers={"X-API-Key": "s3cret-key-one"}).status_code == 200
+
+
+def test_model_lineage_shows_urls_without_credentials(service_settings: Settings, model_uris) -> None:  # type: ignore[no-untyped-def]
+    source = "https://reader:pa55word@discodata.example.org/sql?query=SELECT+1&token=tok-9f8e7d6c5b4a3210"
+    tags = {"co2.mae_g_km": "3.1", "co2.raw_sha256": "ab" * 32, "co2.source_url": source}
+    promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["knn"], tags)
+    with running_service(service_settings) as url:
+        wait_for(lambda: ready_version(url) is not None, 30)
+        response = httpx.get(f"{url}/model")
+    assert response.status_code == 200
+    lineage = response.json()["lineage"]
+    assert lineage["source_url"] == "https://discodata.example.org/sql?query=SELECT+1"
+    assert lineage["raw_sha256"] == "ab" * 32
+    assert "pa55word" not in response.text and "tok-9f8e7d6c5b4a3210" not in response.text
 
 
 def test_csv_upload_with_our_names_or_the_eea_names(service_settings: Settings, model_uris) -> None:  # type: ignore[no-untyped-def]
