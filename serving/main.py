@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from co2.logs import get_logger
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             metrics.process_ended()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the service's own files: /docs works without network
+    app = FastAPIOffline(
         title="co2 prediction service",
         description="Predicts new cars' WLTP CO₂ emissions (g/km) with the model in production in the MLflow registry.",
         version="0.1.0",

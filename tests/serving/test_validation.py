@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -78,6 +79,19 @@ def test_openapi_documents_every_route_with_examples(service_url: str) -> None:
     }
     assert spec["components"]["schemas"]["Car"]["examples"]
     assert httpx.get(f"{service_url}/docs").status_code == 200
+
+
+def test_docs_load_their_assets_from_the_service(service_url: str) -> None:
+    """Swagger UI and ReDoc work without network: every script and stylesheet comes from the service."""
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(f"{service_url}{page}").text
+        assets = re.findall(r"<script[^>]*\ssrc=[\"']([^\"']+)", html) + re.findall(
+            r"<link[^>]*\shref=[\"']([^\"']+)", html
+        )
+        assert any(asset.endswith(".js") for asset in assets), (page, assets)
+        for asset in assets:
+            assert asset.startswith("/") and not asset.startswith("//"), (page, asset)
+            assert httpx.get(f"{service_url}{asset}").status_code == 200, (page, asset)
 
 
 def test_no_server_error_under_fuzzing(service_url: str) -> None:
