@@ -127,7 +127,7 @@ def test_every_car_the_service_accepts_is_predicted_finitely(model_uris) -> None
     models = {family: mlflow.sklearn.load_model(model_uris[family]) for family in ("knn", "linear_regression")}
 
     @given(cars=st.lists(_car(), min_size=1, max_size=30))
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
     def predicts(cars: list[dict[str, Any]]) -> None:
         rows = [vars(Car.model_validate(car)) for car in cars]  # valid by construction
         for family, model in models.items():
