@@ -180,9 +180,14 @@ class _Canned(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
 
+class _CannedServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # the client hangs up on answers it refuses: expected here
+
+
 @pytest.fixture
 def canned() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    server = _CannedServer(("127.0.0.1", 0), _Canned)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
