@@ -37,3 +37,13 @@ CATEGORICAL_FEATURES: list[str] = ["fuel_type", "fuel_mode"]
 # What a caller may send for one car: every model takes all of them, the "without make"
 # candidates simply ignore `make`.
 MODEL_INPUT_COLUMNS: list[str] = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, MAKE]
+# What a caller knows from a car's papers: the fields of the original project's interface.
+BASIC_INPUT_COLUMNS: list[str] = [
+    "mass_kg",
+    "engine_capacity_cm3",
+    "engine_power_kw",
+    "fuel_type",
+    "fuel_consumption_l_100km",
+    "eco_innovation_savings_g_km",
+    MAKE,
+]

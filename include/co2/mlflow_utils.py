@@ -78,14 +78,22 @@ def mlflow_client(settings: Settings, process_default: bool = True) -> Any:
 
 
 def model_signature() -> Any:
-    """Every input is optional but the fuel type; the output is WLTP CO2 in g/km."""
+    """Every input is optional but the fuel type; per car, WLTP CO2 with its interval and method.
+
+    The measured inputs are declared `any`: MLflow refuses int64 columns for a `double` (a CSV
+    read with pandas has them), and the model reads every number as float64 itself.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
-    inputs: list[Any] = [ColSpec("double", name, required=False) for name in col.NUMERIC_FEATURES]
+    from co2.model import OUTPUT_COLUMNS
+
+    inputs: list[Any] = [ColSpec(AnyType(), name, required=False) for name in col.NUMERIC_FEATURES]
     inputs.append(ColSpec("string", col.FUEL_TYPE))
     inputs += [ColSpec("string", name, required=False) for name in ("fuel_mode", col.MAKE)]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", col.TARGET)]))
+    outputs = [ColSpec("double", name) for name in OUTPUT_COLUMNS[:-1]] + [ColSpec("string", OUTPUT_COLUMNS[-1])]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
 def trusted_types(model: Any) -> list[str]:
