@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -129,10 +130,12 @@ def _header(content: bytes) -> list[str]:
     if not content.strip():
         raise RequestValidationError([_error(["body", "file"], "not a readable CSV: it is empty")])
     try:
-        first_line = content.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
+        first_line = re.split(rb"\r\n|\r|\n", content, maxsplit=1)[0].decode("utf-8-sig")
+        return next(csv.reader([first_line]), [])
     except UnicodeDecodeError:
         raise RequestValidationError([_error(["body", "file"], "not a readable CSV: not UTF-8 text")]) from None
-    return next(csv.reader([first_line]), [])
+    except csv.Error as exc:
+        raise RequestValidationError([_error(["body", "file"], f"not a readable CSV: {exc}")]) from None
 
 
 def _check_columns(names: list[str]) -> None:
