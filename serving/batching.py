@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from co2.logs import get_logger
-from co2.model import input_columns
+from co2.model import UNDECIDED, input_columns
 from serving import metrics
 from serving.registry import LoadedModel, ModelFollower
 
@@ -30,25 +30,40 @@ class UnpredictableCarError(ValueError):
     """The model raised, or gave no finite value, for this car (inputs within the declared ranges)."""
 
 
-def predict_each(model: LoadedModel, rows: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every car's prediction, NaN for a car the model cannot predict; and the input columns.
+class AmbiguousCarError(ValueError):
+    """The car's inputs do not say what kind of car it is (a hybrid fuel type alone): the model does not answer."""
+
+
+@dataclass(frozen=True)
+class Predicted:
+    co2_g_km: np.ndarray  # NaN where the model gave no finite answer
+    ambiguous: np.ndarray  # where that is because the inputs do not say what kind of car it is
+    cars: dict[str, np.ndarray]  # the input columns
+
+
+def predict_each(model: LoadedModel, rows: Sequence[Mapping[str, object]]) -> Predicted:
+    """Every car's prediction, NaN for a car the model cannot predict.
 
     One car that makes the model raise must not fail the cars batched with it: the batch is split
     in halves until the culprit is alone, a few calls more only when a call fails. Each car's
     prediction depends on its own inputs only, so an infinite or NaN answer is that car's alone.
     """
-    columns = input_columns(rows)
+    cars = input_columns(rows)
     values = np.full(len(rows), np.nan)
+    ambiguous = np.zeros(len(rows), dtype=bool)
     try:
-        values[:] = model.predict(columns)
+        answers = model.answer(cars)
+        values[:] = answers.co2_g_km
+        ambiguous[:] = answers.method == UNDECIDED
     except Exception as exc:
         if len(rows) == 1:
             log.error("car_not_predictable", version=model.version, car=dict(rows[0]), error=repr(exc))
         else:
             half = len(rows) // 2
-            values[:half] = predict_each(model, rows[:half])[0]
-            values[half:] = predict_each(model, rows[half:])[0]
-    return np.where(np.isfinite(values), values, np.nan), columns
+            for part in (slice(None, half), slice(half, None)):
+                predicted = predict_each(model, rows[part])
+                values[part], ambiguous[part] = predicted.co2_g_km, predicted.ambiguous
+    return Predicted(np.where(np.isfinite(values), values, np.nan), ambiguous, cars)
 
 
 @dataclass
@@ -93,17 +108,20 @@ class Batcher:
                     item.future.set_exception(RuntimeError("no model loaded"))
                 continue
             try:
-                values, cars = predict_each(model, [item.row for item in batch])
+                predicted = predict_each(model, [item.row for item in batch])
             except Exception as exc:  # not the model's: building the inputs failed for everyone
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            metrics.observe_predictions(model.input_ranges, cars, values)
-            for item, value in zip(batch, values.tolist(), strict=True):
+            metrics.observe_predictions(model.input_ranges, predicted.cars, predicted.co2_g_km)
+            answers = zip(batch, predicted.co2_g_km.tolist(), predicted.ambiguous.tolist(), strict=True)
+            for item, value, ambiguous in answers:
                 if item.future.done():
                     continue
                 if np.isfinite(value):
                     item.future.set_result((value, model))
+                elif ambiguous:
+                    item.future.set_exception(AmbiguousCarError())
                 else:
                     item.future.set_exception(UnpredictableCarError(f"model version {model.version}"))

@@ -29,7 +29,7 @@ from co2.mlflow_utils import (
     load_trusted_model,
     mlflow_client,
 )
-from co2.model import Columns, input_columns, predict_columns
+from co2.model import Answers, Columns, answer_columns, input_columns, predict_columns
 from co2.redact import redact_urls
 from co2.settings import Settings
 from serving import metrics
@@ -50,6 +50,10 @@ class LoadedModel:
 
     def predict(self, cars: Columns) -> np.ndarray:
         return predict_columns(self.model, cars)
+
+    def answer(self, cars: Columns) -> Answers:
+        """Each car's CO2 with how it was made (`ambiguous`: the inputs do not say what kind of car)."""
+        return answer_columns(self.model, cars)
 
 
 class RefusedModelError(ValueError):

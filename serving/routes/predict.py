@@ -18,8 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from co2 import columns as col
+from co2.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE
 from serving import metrics
-from serving.batching import UnpredictableCarError, predict_each
+from serving.batching import AmbiguousCarError, UnpredictableCarError, predict_each
 from serving.bodies import FastJSONRoute
 from serving.deps import BatcherDep, CurrentModel, require_api_key
 from serving.limits import CSV_BYTES
@@ -31,10 +32,7 @@ router = APIRouter(
 )
 CARS = TypeAdapter(list[Car])
 VALIDATION_SLICE_CARS = 500
-UNPREDICTABLE = (
-    "the model gives no answer for this car: it failed on these inputs (logged), or they do not say "
-    "enough about the car (fuel_mode or fuel_consumption_l_100km may help)"
-)
+UNPREDICTABLE = "the model could not predict this car (its inputs are valid: the failure is logged)"
 
 
 def _label(response: Response, model: LoadedModel) -> None:
@@ -47,6 +45,8 @@ async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentM
     """Predict the WLTP CO2 of one car with the production model."""
     try:
         value, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
+    except AmbiguousCarError:
+        raise RequestValidationError([_error(["body", AMBIGUITY_FIELD], AMBIGUITY_MESSAGE, "ambiguous_car")]) from None
     except UnpredictableCarError:
         raise RequestValidationError([_error(["body"], UNPREDICTABLE, "unpredictable_car")]) from None
     _label(response, model)
@@ -55,11 +55,18 @@ async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentM
 
 async def _predict_cars(cars: list[Car], model: LoadedModel) -> Response:
     rows = [vars(car) for car in cars]  # the fields, without model_dump's copy
-    values, columns = await asyncio.to_thread(predict_each, model, rows)
-    metrics.observe_predictions(model.input_ranges, columns, values)
-    failed = np.flatnonzero(np.isnan(values)).tolist()
-    if failed:
-        raise RequestValidationError([_error(["body", "cars", i], UNPREDICTABLE, "unpredictable_car") for i in failed])
+    predicted = await asyncio.to_thread(predict_each, model, rows)
+    values = predicted.co2_g_km
+    metrics.observe_predictions(model.input_ranges, predicted.cars, values)
+    if np.isnan(values).any():
+        raise RequestValidationError(
+            [
+                _error(["body", "cars", i, AMBIGUITY_FIELD], AMBIGUITY_MESSAGE, "ambiguous_car")
+                if predicted.ambiguous[i]
+                else _error(["body", "cars", i], UNPREDICTABLE, "unpredictable_car")
+                for i in np.flatnonzero(np.isnan(values)).tolist()
+            ]
+        )
     # built directly: validating 10,000 response items again would cost more than predicting them
     body = {
         "predictions": [{"co2_wltp_g_km": v} for v in np.round(values, 2).tolist()],

@@ -15,6 +15,7 @@ from co2.settings import Settings
 from tests.serving.conftest import promote, ready_version, running_service, wait_for
 
 GOOD = {"fuel_type": "PETROL", "mass_kg": 1300, "engine_power_kw": 80}
+HYBRID = {"fuel_type": "PETROL/ELECTRIC", "mass_kg": 1700, "engine_power_kw": 110}  # plug-in or not?
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,8 @@ CASES = [
     ("too many cars", "/predict/batch", {"cars": [GOOD] * 10_001}, "cars", "at most 10000 items"),
     ("bad car in a batch", "/predict/batch", {"cars": [GOOD, {**GOOD, "mass_kg": 0}]}, "mass_kg", "equal to 300"),
     ("power too low", "/predict", {**GOOD, "engine_power_kw": 1e-306}, "engine_power_kw", "greater than or equal to 1"),
+    ("ambiguous hybrid", "/predict", HYBRID, "fuel_consumption_l_100km", "a hybrid fuel type alone does not tell"),
+    ("ambiguous hybrid in a batch", "/predict/batch", {"cars": [GOOD, HYBRID]}, "fuel_consumption_l_100km", "plug-in"),
 ]
 
 
