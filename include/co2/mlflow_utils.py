@@ -92,7 +92,8 @@ def model_signature() -> Any:
     inputs: list[Any] = [ColSpec(AnyType(), name, required=False) for name in col.NUMERIC_FEATURES]
     inputs.append(ColSpec("string", col.FUEL_TYPE))
     inputs += [ColSpec("string", name, required=False) for name in ("fuel_mode", col.MAKE)]
-    outputs = [ColSpec("double", name) for name in OUTPUT_COLUMNS[:-1]] + [ColSpec("string", OUTPUT_COLUMNS[-1])]
+    outputs: list[Any] = [ColSpec("double", name) for name in OUTPUT_COLUMNS[:-1]]
+    outputs.append(ColSpec("string", OUTPUT_COLUMNS[-1]))
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
