@@ -18,6 +18,7 @@ import uvicorn
 from mlflow import MlflowClient
 
 from co2 import columns as col
+from co2.evaluation import calibrate_intervals, calibration_rows
 from co2.local import free_port
 from co2.mlflow_utils import log_model
 from co2.model import build_model, fit, supports_sample_weight
@@ -47,6 +48,7 @@ def log_candidate(
         train[col.TARGET],
         train[col.REGISTRATIONS] if supports_sample_weight(family) else None,
     )
+    calibrate_intervals(model, test, calibration_rows(test, "co2"))  # as the training step does
     mlflow.set_tracking_uri(mlflow_uri)
     mlflow.set_experiment("co2-serving-tests")
     with mlflow.start_run():
@@ -94,6 +96,15 @@ def wait_for(predicate: Any, timeout: float, every: float = 0.1) -> float:
         assert time.monotonic() - started < timeout, f"not true after {timeout}s"
         time.sleep(every)
     return time.monotonic() - started
+
+
+def metric_value(url: str, sample: str) -> float:
+    """One sample's value on /metrics, e.g. `co2_model_load_failures_total`.
+
+    The metrics belong to the process: every service a test session runs in it counts into them.
+    """
+    scraped = httpx.get(f"{url}/metrics").text
+    return float(next(line.split()[1] for line in scraped.splitlines() if line.startswith(f"{sample} ")))
 
 
 def ready_version(url: str) -> str | None:

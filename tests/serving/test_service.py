@@ -14,7 +14,14 @@ import pytest
 from co2 import columns as col
 from co2.local import free_port, mlflow_server_command, start
 from co2.settings import Settings
-from tests.serving.conftest import log_candidate, promote, ready_version, running_service, wait_for
+from tests.serving.conftest import (
+    log_candidate,
+    metric_value,
+    promote,
+    ready_version,
+    running_service,
+    wait_for,
+)
 
 
 def cars_of(test: pd.DataFrame, n: int) -> list[dict]:
@@ -29,18 +36,24 @@ def test_predictions_match_the_model_loaded_directly(service_settings: Settings,
     answered = mlflow.sklearn.load_model(model_uris["knn"]).predict(
         pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS)
     )
-    # the CO2 alone, or a frame of it with its interval
-    direct = np.asarray(answered[col.TARGET] if isinstance(answered, pd.DataFrame) else answered, dtype=float)
+    direct = answered[col.TARGET].to_numpy()
     with running_service(service_settings) as url:
         wait_for(lambda: ready_version(url) == version, 30)
         batch = httpx.post(f"{url}/predict/batch", json={"cars": cars}, timeout=30)
         assert batch.status_code == 200
         assert batch.headers["X-Model-Version"] == version
-        served = np.array([p["co2_wltp_g_km"] for p in batch.json()["predictions"]])
-        np.testing.assert_allclose(served, direct, atol=0.006)
+        predictions = batch.json()["predictions"]
+        for column in ("co2_wltp_g_km", "co2_lower_g_km", "co2_upper_g_km"):
+            served = np.array([p[column] for p in predictions])
+            np.testing.assert_allclose(served, answered[column], atol=0.006, err_msg=column)
+        assert [p["method"] for p in predictions] == answered["method"].tolist()
+        assert {"regressor", "fuel_consumption", "zero_emission_rule"} <= set(answered["method"])
         single = httpx.post(f"{url}/predict", json=cars[0]).json()
         assert single == {
             "co2_wltp_g_km": pytest.approx(direct[0], abs=0.006),
+            "co2_lower_g_km": pytest.approx(answered["co2_lower_g_km"][0], abs=0.006),
+            "co2_upper_g_km": pytest.approx(answered["co2_upper_g_km"][0], abs=0.006),
+            "method": answered["method"][0],
             "model_name": service_settings.model_name,
             "model_version": version,
         }
@@ -110,6 +123,7 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(service_setting
     good = promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["knn"])
     with running_service(service_settings) as url:
         wait_for(lambda: ready_version(url) == good, 30)
+        failures_before = metric_value(url, "co2_model_load_failures_total")
         mlflow.set_tracking_uri(service_settings.mlflow_tracking_uri)
         example = pd.DataFrame([{"mass_kg": 1200.0, "fuel_type": "petrol"}])
         with mlflow.start_run():  # predicts a negative CO2: must not reach users
@@ -126,9 +140,8 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(service_setting
         )
         response = httpx.post(f"{url}/predict", json={"fuel_type": "PETROL", "mass_kg": 1300})
         assert response.status_code == 200 and response.headers["X-Model-Version"] == good
-        scraped = httpx.get(f"{url}/metrics").text
-        assert "co2_model_load_failures_total 1.0" in scraped
-        assert f'model_version="{good}"' in scraped
+        assert metric_value(url, "co2_model_load_failures_total") == failures_before + 1
+        assert f'model_version="{good}"' in httpx.get(f"{url}/metrics").text
 
 
 def test_start_up_without_a_production_model_waits_for_one(service_settings: Settings, model_uris) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from co2.mlflow_utils import UntrustedModelError, load_trusted_model
 from co2.model import input_columns, predict_columns
 from co2.pipeline.compare import compare
 from co2.settings import Settings
-from tests.serving.conftest import promote, ready_version, running_service, wait_for
+from tests.serving.conftest import metric_value, promote, ready_version, running_service, wait_for
 
 
 class CreatesMarker:
@@ -79,6 +79,7 @@ def test_a_version_edited_to_pickle_is_refused_before_it_runs(  # type: ignore[n
     good = promote(uri, name, model_uris["knn"])
     with running_service(service_settings) as url:
         wait_for(lambda: ready_version(url) == good, 30)
+        failures_before = metric_value(url, "co2_model_load_failures_total")
         version, location = register_copy(uri, name, model_uris["knn"], tmp_path)
         marker = tmp_path / "payload-ran"
         tamper_to_pickle(artifact_root(mlflow_server) / location.removeprefix("mlflow-artifacts:/"), marker)
@@ -88,7 +89,7 @@ def test_a_version_edited_to_pickle_is_refused_before_it_runs(  # type: ignore[n
         assert not marker.exists()
         response = httpx.post(f"{url}/predict", json={"fuel_type": "PETROL", "mass_kg": 1300})
         assert response.status_code == 200 and response.headers["X-Model-Version"] == good
-        assert "co2_model_load_failures_total 1.0" in httpx.get(f"{url}/metrics").text
+        assert metric_value(url, "co2_model_load_failures_total") == failures_before + 1
         assert httpx.get(f"{url}/ready").json()["model_version"] == good
 
 
