@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from co2.logs import get_logger
-from co2.model import UNDECIDED, input_columns
+from co2.model import UNDECIDED, Answers, input_columns
 from serving import metrics
 from serving.registry import LoadedModel, ModelFollower
 
@@ -35,10 +35,32 @@ class AmbiguousCarError(ValueError):
 
 
 @dataclass(frozen=True)
+class CarAnswer:
+    """One car's answer: WLTP CO2, its 90 % interval (NaN: the model has none) and the method."""
+
+    co2_g_km: float
+    lower_g_km: float
+    upper_g_km: float
+    method: str
+
+
+@dataclass(frozen=True)
 class Predicted:
-    co2_g_km: np.ndarray  # NaN where the model gave no finite answer
-    ambiguous: np.ndarray  # where that is because the inputs do not say what kind of car it is
+    answers: Answers  # CO2 NaN where the model gave no finite answer, with interval and method
     cars: dict[str, np.ndarray]  # the input columns
+
+    @property
+    def co2_g_km(self) -> np.ndarray:
+        return self.answers.co2_g_km
+
+    @property
+    def ambiguous(self) -> np.ndarray:
+        """Where the inputs do not say what kind of car it is."""
+        return np.asarray(self.answers.method == UNDECIDED, dtype=bool)
+
+    def car(self, i: int) -> CarAnswer:
+        a = self.answers
+        return CarAnswer(float(a.co2_g_km[i]), float(a.lower_g_km[i]), float(a.upper_g_km[i]), str(a.method[i]))
 
 
 def predict_each(model: LoadedModel, rows: Sequence[Mapping[str, object]]) -> Predicted:
@@ -49,27 +71,33 @@ def predict_each(model: LoadedModel, rows: Sequence[Mapping[str, object]]) -> Pr
     prediction depends on its own inputs only, so an infinite or NaN answer is that car's alone.
     """
     cars = input_columns(rows)
-    values = np.full(len(rows), np.nan)
-    ambiguous = np.zeros(len(rows), dtype=bool)
+    n = len(rows)
+    answers = Answers(np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), np.full(n, "failed", dtype=object))
     try:
-        answers = model.answer(cars)
-        values[:] = answers.co2_g_km
-        ambiguous[:] = answers.method == UNDECIDED
+        answered = model.answer(cars)
+        for mine, theirs in zip(_arrays(answers), _arrays(answered), strict=True):
+            mine[:] = theirs
     except Exception as exc:
-        if len(rows) == 1:
+        if n == 1:
             log.error("car_not_predictable", version=model.version, car=dict(rows[0]), error=repr(exc))
         else:
-            half = len(rows) // 2
+            half = n // 2
             for part in (slice(None, half), slice(half, None)):
-                predicted = predict_each(model, rows[part])
-                values[part], ambiguous[part] = predicted.co2_g_km, predicted.ambiguous
-    return Predicted(np.where(np.isfinite(values), values, np.nan), ambiguous, cars)
+                parts = _arrays(predict_each(model, rows[part]).answers)
+                for mine, theirs in zip(_arrays(answers), parts, strict=True):
+                    mine[part] = theirs
+    answers.co2_g_km[~np.isfinite(answers.co2_g_km)] = np.nan
+    return Predicted(answers, cars)
+
+
+def _arrays(answers: Answers) -> tuple[np.ndarray, ...]:
+    return answers.co2_g_km, answers.lower_g_km, answers.upper_g_km, answers.method
 
 
 @dataclass
 class _Pending:
     row: dict[str, object]
-    future: asyncio.Future[tuple[float, LoadedModel]]
+    future: asyncio.Future[tuple[CarAnswer, LoadedModel]]
 
 
 class Batcher:
@@ -78,8 +106,8 @@ class Batcher:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
 
-    async def predict(self, row: dict[str, object]) -> tuple[float, LoadedModel]:
-        future: asyncio.Future[tuple[float, LoadedModel]] = asyncio.get_running_loop().create_future()
+    async def predict(self, row: dict[str, object]) -> tuple[CarAnswer, LoadedModel]:
+        future: asyncio.Future[tuple[CarAnswer, LoadedModel]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(row, future))
         return await future
 
@@ -115,13 +143,13 @@ class Batcher:
                         item.future.set_exception(exc)
                 continue
             metrics.observe_predictions(model.input_ranges, predicted.cars, predicted.co2_g_km)
-            answers = zip(batch, predicted.co2_g_km.tolist(), predicted.ambiguous.tolist(), strict=True)
-            for item, value, ambiguous in answers:
+            for i, item in enumerate(batch):
                 if item.future.done():
                     continue
-                if np.isfinite(value):
-                    item.future.set_result((value, model))
-                elif ambiguous:
+                answer = predicted.car(i)
+                if np.isfinite(answer.co2_g_km):
+                    item.future.set_result((answer, model))
+                elif answer.method == UNDECIDED:
                     item.future.set_exception(AmbiguousCarError())
                 else:
                     item.future.set_exception(UnpredictableCarError(f"model version {model.version}"))

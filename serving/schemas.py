@@ -81,23 +81,49 @@ class BatchRequest(BaseModel):
     cars: list[Car] = Field(min_length=1, max_length=MAX_BATCH_CARS, description=f"1 to {MAX_BATCH_CARS:,} cars")
 
 
-class Prediction(BaseModel):
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={"examples": [{"co2_wltp_g_km": 120.3, "model_name": "co2-emissions", "model_version": "3"}]},
-    )
+class Answer(BaseModel):
+    """One car's answer: WLTP CO2, the interval it lies in for nine cars in ten, and how it was made."""
 
     co2_wltp_g_km: float = Field(description="Predicted WLTP CO2 emissions, g/km")
+    co2_lower_g_km: float | None = Field(
+        description="Lower end of the 90 % interval, g/km (null: the model version has no intervals)"
+    )
+    co2_upper_g_km: float | None = Field(description="Upper end of the 90 % interval, g/km")
+    method: str = Field(
+        description="How the answer was made: zero_emission_rule (electric and hydrogen cars), "
+        "fuel_consumption (WLTP fuel consumption x the fuel's carbon) or regressor"
+    )
+
+
+EXAMPLE_ANSWER: dict[str, Any] = {
+    "co2_wltp_g_km": 120.31,
+    "co2_lower_g_km": 119.11,
+    "co2_upper_g_km": 121.51,
+    "method": "fuel_consumption",
+}
+
+
+class Prediction(Answer):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{**EXAMPLE_ANSWER, "model_name": "co2-emissions", "model_version": "3"}]},
+    )
+
     model_name: str
     model_version: str
 
 
-class BatchItem(BaseModel):
-    co2_wltp_g_km: float
+class BatchItem(Answer):
+    pass
 
 
 class BatchPrediction(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [{"predictions": [EXAMPLE_ANSWER], "model_name": "co2-emissions", "model_version": "3"}]
+        },
+    )
 
     predictions: list[BatchItem] = Field(description="One per car, in the order of the request")
     model_name: str

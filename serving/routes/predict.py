@@ -18,9 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from co2 import columns as col
-from co2.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE
+from co2.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE, Answers
 from serving import metrics
-from serving.batching import AmbiguousCarError, UnpredictableCarError, predict_each
+from serving.batching import AmbiguousCarError, CarAnswer, UnpredictableCarError, predict_each
 from serving.bodies import FastJSONRoute
 from serving.deps import BatcherDep, CurrentModel, require_api_key
 from serving.limits import CSV_BYTES
@@ -44,13 +44,35 @@ def _label(response: Response, model: LoadedModel) -> None:
 async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentModel) -> Prediction:
     """Predict the WLTP CO2 of one car with the production model."""
     try:
-        value, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
+        answer, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
     except AmbiguousCarError:
         raise RequestValidationError([_error(["body", AMBIGUITY_FIELD], AMBIGUITY_MESSAGE, "ambiguous_car")]) from None
     except UnpredictableCarError:
         raise RequestValidationError([_error(["body"], UNPREDICTABLE, "unpredictable_car")]) from None
     _label(response, model)
-    return Prediction(co2_wltp_g_km=round(value, 2), model_name=model.name, model_version=model.version)
+    return Prediction(**_answer_fields(answer), model_name=model.name, model_version=model.version)
+
+
+def _answers_json(answers: Answers) -> list[dict[str, Any]]:
+    """Many answers as the API gives them, rounded in one pass (a 10,000-car batch is on the clock)."""
+    co2 = np.round(answers.co2_g_km, 2).tolist()
+    lower, upper = (
+        [None if v != v else v for v in np.round(x, 2).tolist()] for x in (answers.lower_g_km, answers.upper_g_km)
+    )
+    return [
+        {"co2_wltp_g_km": c, "co2_lower_g_km": lo, "co2_upper_g_km": hi, "method": m}
+        for c, lo, hi, m in zip(co2, lower, upper, answers.method.tolist(), strict=True)
+    ]
+
+
+def _answer_fields(answer: CarAnswer) -> dict[str, Any]:
+    """An answer as the API gives it: to 0.01 g/km, null where the model has no interval."""
+    return {
+        "co2_wltp_g_km": round(answer.co2_g_km, 2),
+        "co2_lower_g_km": None if np.isnan(answer.lower_g_km) else round(answer.lower_g_km, 2),
+        "co2_upper_g_km": None if np.isnan(answer.upper_g_km) else round(answer.upper_g_km, 2),
+        "method": answer.method,
+    }
 
 
 async def _predict_cars(cars: list[Car], model: LoadedModel) -> Response:
@@ -69,7 +91,7 @@ async def _predict_cars(cars: list[Car], model: LoadedModel) -> Response:
         )
     # built directly: validating 10,000 response items again would cost more than predicting them
     body = {
-        "predictions": [{"co2_wltp_g_km": v} for v in np.round(values, 2).tolist()],
+        "predictions": _answers_json(predicted.answers),
         "model_name": model.name,
         "model_version": model.version,
     }
