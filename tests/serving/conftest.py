@@ -21,7 +21,7 @@ from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows
 from co2.local import free_port
 from co2.mlflow_utils import log_model
-from co2.model import build_model, fit, supports_sample_weight
+from co2.model import FAMILIES, build_model, fit, supports_sample_weight
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import preprocess
 from co2.settings import Settings
@@ -57,8 +57,8 @@ def log_candidate(
 
 @pytest.fixture(scope="session")
 def model_uris(mlflow_uri: str, sample_splits: tuple[pd.DataFrame, pd.DataFrame]) -> dict[str, str]:
-    """Two real, different models logged to the session's MLflow server."""
-    return {family: log_candidate(mlflow_uri, family, sample_splits) for family in ("knn", "linear_regression")}
+    """Real, different models logged to the session's MLflow server (each family, with the make)."""
+    return {family: log_candidate(mlflow_uri, family, sample_splits) for family in FAMILIES}
 
 
 def promote(mlflow_uri: str, name: str, model_uri: str, tags: dict[str, str] | None = None) -> str:

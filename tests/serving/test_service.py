@@ -63,6 +63,35 @@ def test_predictions_match_the_model_loaded_directly(service_settings: Settings,
         assert info["input_ranges"]["mass_kg"][0] < 1000 < info["input_ranges"]["mass_kg"][1]
 
 
+def test_a_caller_with_a_cars_papers_gets_the_target_accuracy(
+    service_settings: Settings, model_uris, sample_splits
+) -> None:  # type: ignore[no-untyped-def]
+    """The seven fields of the original interface, for the whole test split, through the real service:
+    ambiguous hybrids are refused by index and name, the others answered within the MAE target."""
+    from co2.evaluation import basic_inputs, score
+
+    version = promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["random_forest"])
+    _, test = sample_splits
+    cars = cars_of(basic_inputs(test), len(test))
+    with running_service(service_settings) as url:
+        wait_for(lambda: ready_version(url) == version, 60)
+        refused = httpx.post(f"{url}/predict/batch", json={"cars": cars}, timeout=60)
+        assert refused.status_code == 422
+        errors = refused.json()["detail"]
+        assert {tuple(e["loc"][-1:]) for e in errors} == {("fuel_consumption_l_100km",)}
+        ambiguous = sorted(e["loc"][2] for e in errors)
+        assert all(cars[i]["fuel_type"].endswith("/electric") for i in ambiguous)
+        weights = test[col.REGISTRATIONS].to_numpy()
+        refused_share = weights[ambiguous].sum() / weights.sum()
+        answered = [i for i in range(len(cars)) if i not in set(ambiguous)]
+        batch = httpx.post(f"{url}/predict/batch", json={"cars": [cars[i] for i in answered]}, timeout=60)
+        assert batch.status_code == 200
+        served = np.array([p["co2_wltp_g_km"] for p in batch.json()["predictions"]])
+    figures = score(test[col.TARGET].to_numpy()[answered], served, weights[answered])
+    print(f"\nseven fields through the service: {figures}, refused {100 * refused_share:.1f} %")
+    assert figures["mae_g_km"] <= 3.0 and refused_share <= 0.05
+
+
 def test_zero_emission_cars_answer_zero_by_rule(service_settings: Settings, model_uris) -> None:  # type: ignore[no-untyped-def]
     promote(service_settings.mlflow_tracking_uri, service_settings.model_name, model_uris["linear_regression"])
     with running_service(service_settings) as url:
