@@ -35,7 +35,7 @@ MEASURED_INPUTS: tuple[MeasuredInput, ...] = (
     MeasuredInput(
         "fuel_consumption_l_100km",
         "Fc",
-        "l/100 km (kg/100 km for gas)",
+        "l/100 km (m³/100 km for natural gas)",
         0,
         40,
         "WLTP combined fuel consumption",
