@@ -130,7 +130,7 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(reso
         depends = resolved["services"][name]["depends_on"]
         assert {"postgres", "redis", "airflow-init"} <= set(depends), name
     assert set(resolved["services"]["api"]["depends_on"]) == {"mlflow", "airflow-init"}  # init checks API_KEYS
-    assert set(resolved["services"]["grafana"]["depends_on"]) == {"prometheus"}
+    assert set(resolved["services"]["grafana"]["depends_on"]) == {"prometheus", "airflow-init"}
 
 
 def test_airflow_runs_celery_with_shared_secrets_and_statsd_to_the_exporter(resolved: dict[str, Any]) -> None:
