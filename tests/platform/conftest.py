@@ -1,10 +1,12 @@
 """The local platform (`co2 up`) as a user runs it: the `co2` command in subprocesses, on loopback ports,
-with Airflow and MLflow on PostgreSQL databases the session creates and drops."""
+with Airflow and MLflow on PostgreSQL databases the session creates and drops; its pages in a real
+Chromium (Debian's chromium and chromium-driver), screenshots kept under test-artifacts/platform/."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,20 @@ from co2.stack import AirflowClient, StackState
 from tests.conftest import PROJECT_DIR
 
 CO2 = str(Path(sys.executable).parent / "co2")
+SCREENSHOTS = PROJECT_DIR / "test-artifacts" / "platform"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1600,1000",
+    # no name resolves but loopback: a page that needs the internet shows it, as on an offline machine
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
 
 
 @dataclass
@@ -96,6 +112,7 @@ def local_platform(postgres_database, tmp_path_factory: pytest.TempPathFactory) 
         "CO2_EMULATOR_PORT": str(free_port()),
         "CO2_PROMETHEUS_PORT": str(free_port()),
         "CO2_STATSD_PORT": str(free_port()),
+        "CO2_STATSD_EXPORTER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
@@ -109,3 +126,71 @@ def local_platform(postgres_database, tmp_path_factory: pytest.TempPathFactory) 
     import redis
 
     redis.Redis.from_url(env["CO2_CELERY_BROKER_URL"]).flushdb()
+
+
+class Browser:
+    """Chromium driven by chromedriver, with its network log; `shot` keeps a screenshot as a test artifact."""
+
+    def __init__(self, profile: Path) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+        assert chromium and driver, "chromium and chromedriver are missing: `make tools` installs them"
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(driver), options=options)
+        self.driver.set_page_load_timeout(60)
+
+    def open(self, url: str) -> None:
+        self.requested()  # forget what earlier pages asked for
+        self.driver.get(url)
+
+    def wait(self, condition: Any, seconds: float = 60) -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, seconds, poll_frequency=0.25).until(condition)
+
+    def wait_for_text(self, *texts: str, seconds: float = 60) -> str:
+        """The page's visible text once it shows every one of `texts`."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.common.by import By
+
+        def shown(driver: Any) -> str | bool:
+            body = str(driver.find_element(By.TAG_NAME, "body").text)
+            return body if all(text in body for text in texts) else False
+
+        try:
+            return str(self.wait(shown, seconds))
+        except TimeoutException:
+            self.shot("timeout")
+            body = self.driver.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"{self.driver.current_url} never showed {texts}; it shows:\n{body[:3000]}") from None
+
+    def requested(self) -> list[str]:
+        """The URLs the browser asked for since the last call (Chrome's performance log)."""
+        urls = []
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                urls.append(message["params"]["request"]["url"])
+        return urls
+
+    def shot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    chromium = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.quit()

@@ -1,18 +1,24 @@
 """`co2 up` end to end: the real Airflow, MLflow, prediction service and Prometheus as processes.
 
-The tests run in order on one platform: a first triggered run promotes, a second promotes nothing,
-a run survives its scheduler being killed, `co2 down` leaves nothing behind, and the same home
-comes back with the CeleryExecutor and a worker that runs the training tasks.
+The tests run in order on one platform: a first triggered run promotes; a second, triggered from the
+Airflow UI's form in a real browser, promotes nothing; the pages a user opens work (the service's docs
+without a network, Prometheus from the README's links, MLflow's candidates with their metrics); a
+failed run fires its Prometheus alert through the StatsD bridge; a run survives its scheduler being
+killed; `co2 down` leaves nothing behind, and the same home comes back with the CeleryExecutor and a
+worker that runs the training tasks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import httpx
 import mlflow.sklearn
@@ -20,16 +26,26 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from co2 import columns as col
+from co2.experiment import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from co2.mlflow_utils import download_version
-from co2.stack import DAG_ID
-from tests.platform.conftest import LocalPlatform
+from co2.stack import DAG_ID, PROMETHEUS_RULES
+from tests.conftest import PROJECT_DIR
+from tests.platform.conftest import Browser, LocalPlatform
 
 pytestmark = pytest.mark.timeout(1800)
 TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
 MODEL = "co2-emissions"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ALERTS = [
+    rule["alert"]
+    for path in PROMETHEUS_RULES
+    for g in yaml.safe_load(path.read_text())["groups"]
+    for rule in g["rules"]
+]
 
 
 def run_to_end(platform: LocalPlatform, run_id: str, timeout: float = 900) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -82,7 +98,7 @@ def started(local_platform: LocalPlatform) -> dict[str, Any]:
 def test_up_starts_every_component_and_says_where(local_platform: LocalPlatform, started: dict[str, Any]) -> None:
     assert set(local_platform.running()) == {
         "discodata-emulator",
-        "statsd-sink",
+        "statsd-exporter",
         "mlflow",
         "airflow-apiserver",
         "airflow-scheduler",
@@ -92,7 +108,7 @@ def test_up_starts_every_component_and_says_where(local_platform: LocalPlatform,
         "prometheus",
     }
     info = local_platform.info
-    for url in (info["airflow_url"], info["mlflow_url"], info["api_url"], info["prometheus_url"]):
+    for url in (info["airflow_url"], info["mlflow_url"], info["api_url"], info["prometheus_alerts_url"]):
         assert url in started["output"]
     assert "Airflow login" in started["output"] and str(local_platform.home / "logs") in started["output"]
     health = httpx.get(f"{info['airflow_url']}/api/v2/monitor/health").json()
@@ -138,7 +154,8 @@ def test_triggered_run_promotes_and_the_service_follows(
     assert answer.headers["x-model-version"] == version
     served = np.array([p["co2_wltp_g_km"] for p in answer.json()["predictions"]])
     local = download_version(registry(local_platform), local_platform.info["mlflow_url"], MODEL, version, str(tmp_path))
-    direct = mlflow.sklearn.load_model(local).predict(pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS))
+    answered = mlflow.sklearn.load_model(local).predict(pd.DataFrame(cars).reindex(columns=col.MODEL_INPUT_COLUMNS))
+    direct = answered["co2_wltp_g_km"].to_numpy()  # the model answers CO2 with its interval and method
     np.testing.assert_allclose(served, direct, atol=0.005 + 1e-9)  # the service answers in 0.01 g/km
     mae = float(np.abs(served - test[col.TARGET].to_numpy()).mean())
     assert mae < 6.0, mae  # unweighted over configurations; the registry's weighted MAE is lower
@@ -147,7 +164,20 @@ def test_triggered_run_promotes_and_the_service_follows(
     print(f"\ntrigger to promotion: {promoted_after:.0f}s; promotion to served: {served_after:.1f}s; MAE {mae:.2f}")
 
 
-def test_prometheus_scrapes_the_service(local_platform: LocalPlatform) -> None:
+def prometheus_query(platform: LocalPlatform, query: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{platform.info['prometheus_url']}/api/v1/query", params={"query": query}, timeout=30)
+    return list(answer.json()["data"]["result"])
+
+
+def wait_for_series(platform: LocalPlatform, query: str, seconds: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + seconds
+    while not (found := prometheus_query(platform, query)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert found, f"Prometheus has no {query} after {seconds:.0f}s"
+    return found
+
+
+def test_prometheus_scrapes_the_service_and_airflow(local_platform: LocalPlatform) -> None:
     prometheus = local_platform.info["prometheus_url"]
     deadline = time.monotonic() + 60
     scraped = 0.0
@@ -157,22 +187,163 @@ def test_prometheus_scrapes_the_service(local_platform: LocalPlatform) -> None:
         time.sleep(1)
     assert scraped >= 300, scraped
     targets = httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
-    assert [t["health"] for t in targets if t["labels"]["job"] == "co2-api"] == ["up"]
+    assert {t["labels"]["job"]: t["health"] for t in targets} == {"airflow": "up", "api": "up", "prometheus": "up"}
+
+    # Airflow's StatsD through the bridge, under the names compose's exporter gives them
+    runs = 'airflow_dagrun_duration_seconds_count{job="airflow", dag_id="co2_retraining", state="success"}'
+    assert float(wait_for_series(local_platform, runs)[0]["value"][1]) >= 1
+    (success,) = wait_for_series(local_platform, "co2_retraining_last_success_timestamp_seconds")
+    assert time.time() - float(success["value"][1]) < 3600
     rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
-    assert rules, "the compose stack's alert rules are loaded"
+    loaded = {rule["name"]: rule for group in rules for rule in group["rules"]}
+    assert set(loaded) == set(ALERTS), "the compose stack's alert rules are loaded"
+    for name in ("CO2RetrainingFailed", "CO2RetrainingOverdue"):  # readable series, nothing to fire yet
+        assert (loaded[name]["health"], loaded[name]["state"]) == ("ok", "inactive"), loaded[name]
 
 
-def test_second_trigger_with_the_same_data_promotes_nothing(local_platform: LocalPlatform) -> None:
+def test_second_run_triggered_from_the_airflow_ui_form_promotes_nothing(
+    local_platform: LocalPlatform, browser: Browser
+) -> None:
+    """Log in, open the DAG, open its Trigger form and submit it as it opens: every param's default is valid."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
     before = production_version(local_platform)
-    run_id = local_platform.airflow().trigger(DAG_ID, {})
-    state, _ = run_to_end(local_platform, run_id)
-    assert state == "success"
+    airflow = local_platform.info["airflow_url"]
+    password = json.loads((local_platform.home / "secrets.json").read_text())["admin_password"]
+    browser.open(f"{airflow}/dags/{DAG_ID}")
+    browser.wait(ec.presence_of_element_located((By.NAME, "username"))).send_keys(local_platform.info["airflow_user"])
+    browser.driver.find_element(By.NAME, "password").send_keys(password)
+    browser.driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    browser.wait(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
+    submit = browser.wait(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]")))
+    browser.wait_for_text("Run Parameters", "years", "source", "force_promotion")
+    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", submit)
+    browser.shot("airflow-trigger-form")
+    assert submit.is_enabled(), "the Trigger button is disabled: a param's default does not pass the form"
+    submit.click()
+    browser.wait(ec.url_contains("/runs/"))
+    run_id = unquote(urlparse(browser.driver.current_url).path.rsplit("/runs/", 1)[1].split("/")[0])
+
+    state, tasks = run_to_end(local_platform, run_id)
+    assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
+    conf = local_platform.airflow().get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["conf"]
+    assert conf == {"years": [], "source": None, "force_promotion": False}, conf  # the defaults, as they opened
+    browser.open(f"{airflow}/dags/{DAG_ID}/runs/{run_id}")
+    browser.wait_for_text("register")
+    browser.shot("airflow-run-from-the-form")
+
     assert production_version(local_platform) == before
     client = registry(local_platform)
     newest = max(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
     assert int(newest.version) > int(before) and newest.tags["co2.promoted"] == "false", newest.tags
     time.sleep(3)  # longer than a poll
     assert local_platform.served_version() == before
+
+
+def test_the_service_docs_work_without_a_network(local_platform: LocalPlatform, browser: Browser) -> None:
+    """/docs lists every operation in a browser that resolves no name but loopback, and asks nothing elsewhere."""
+    from selenium.webdriver.common.by import By
+
+    api = local_platform.info["api_url"]
+    schema = httpx.get(f"{api}/openapi.json", timeout=30).json()
+    operations = [(method.upper(), path) for path, item in schema["paths"].items() for method in item]
+    browser.open(f"{api}/docs")
+    browser.wait_for_text(*(path for _, path in operations))
+    shown = {
+        (
+            block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
+            block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"),
+        )
+        for block in browser.driver.find_elements(By.CSS_SELECTOR, ".opblock")
+    }
+    browser.shot("service-docs-offline")
+    assert set(operations) <= shown, shown
+    elsewhere = [
+        url for url in browser.requested() if url.startswith("http") and urlparse(url).hostname not in LOOPBACK
+    ]
+    assert elsewhere == [], f"/docs asked for {elsewhere}"
+
+
+def readme_prometheus_links(platform: LocalPlatform) -> list[str]:
+    """The README's Prometheus addresses (default port), on this platform's port."""
+    readme = (PROJECT_DIR / "README.md").read_text()
+    links = sorted(set(re.findall(r"http://127\.0\.0\.1:9090(/[\w/-]*)", readme)))
+    return [f"{platform.info['prometheus_url']}{path}" for path in links]
+
+
+def test_the_readme_prometheus_links_open(local_platform: LocalPlatform, browser: Browser) -> None:
+    links = readme_prometheus_links(local_platform)
+    info = local_platform.info
+    assert {info["prometheus_alerts_url"], info["prometheus_targets_url"]} <= set(links), links  # co2 up's too
+    for url in links:
+        assert httpx.get(url, timeout=30).status_code == 200, url
+    browser.open(info["prometheus_alerts_url"])
+    browser.wait_for_text(*ALERTS)
+    browser.shot("prometheus-alerts")
+    browser.open(info["prometheus_targets_url"])
+    text = browser.wait_for_text("airflow", "api", "prometheus")
+    assert text.count("UP") >= 3, text[:2000]
+    browser.shot("prometheus-targets")
+
+
+def test_mlflow_opens_the_candidates_with_their_metrics(
+    local_platform: LocalPlatform, started: dict[str, Any], browser: Browser
+) -> None:
+    """The link `co2 up` prints opens the model-training view, metrics as columns, best MAE first."""
+    from selenium.webdriver.common.by import By
+
+    (link,) = re.findall(r"MLflow training runs\s+(\S+)", started["output"])
+    client = registry(local_platform)
+    experiment = client.get_experiment_by_name(MODEL)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    runs = client.search_runs([experiment.experiment_id], order_by=["metrics.mae_g_km ASC"])
+    assert len(runs) >= 6
+    for run in runs:  # logged to the decimals that mean something
+        metrics = run.data.metrics
+        assert metrics["mae_g_km"] == round(metrics["mae_g_km"], 3) and metrics["r2"] == round(metrics["r2"], 4)
+
+    browser.open(link)
+    text = browser.wait_for_text(
+        "Model training", "Candidates by MAE", "mae_g_km", "rmse_g_km", "r2", runs[0].info.run_name
+    )
+    browser.shot("mlflow-candidates")
+    assert "No data available" not in text and "Token Usage" not in text  # not the GenAI view
+    headers = [h.text for h in browser.driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")]
+    assert {"mae_g_km", "rmse_g_km", "r2"} <= set(headers), headers
+    assert f"{runs[0].data.metrics['mae_g_km']:g}" in text  # the best candidate's MAE, on the first screen
+
+
+def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, browser: Browser) -> None:
+    """`co2 trigger` on years the source has no table for: the run fails at download, Prometheus alerts.
+
+    The series comes from Airflow's own StatsD through the bridge, as compose's exporter gives it.
+    """
+    from airflow.utils.state import TaskInstanceState
+
+    states = {state.value for state in TaskInstanceState}
+    completed = local_platform.co2("trigger", "--years", "1999", check=False)
+    assert completed.returncode == 1, completed.stdout + completed.stderr[-2000:]
+    progress = re.findall(r"^\s+\d+s\s+(\w+)\s+(\S+)", completed.stdout, flags=re.MULTILINE)
+    assert progress, completed.stdout
+    assert {state for _, state in progress} <= states, progress  # Airflow's names, never None
+    last = dict(progress)
+    assert last["download"] == "failed" and last["register"] == "upstream_failed", progress
+    assert re.search(r"run \S+: failed after", completed.stdout)
+
+    failed = 'airflow_dagrun_duration_seconds_count{job="airflow", dag_id="co2_retraining", state="failed"}'
+    wait_for_series(local_platform, failed)
+    deadline = time.monotonic() + 60
+    firing: list[dict[str, Any]] = []
+    while not firing and time.monotonic() < deadline:
+        alerts = httpx.get(f"{local_platform.info['prometheus_url']}/api/v1/alerts", timeout=30).json()
+        firing = [a for a in alerts["data"]["alerts"] if a["labels"]["alertname"] == "CO2RetrainingFailed"]
+        firing = [a for a in firing if a["state"] == "firing"]
+        time.sleep(1)
+    assert firing and firing[0]["labels"]["dag_id"] == "co2_retraining", firing
+    browser.open(local_platform.info["prometheus_alerts_url"])
+    browser.wait_for_text("CO2RetrainingFailed (1 active)")
+    browser.shot("prometheus-alert-firing")
 
 
 def test_killed_scheduler_comes_back_and_the_run_finishes(local_platform: LocalPlatform) -> None:
