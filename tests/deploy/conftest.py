@@ -218,7 +218,10 @@ def api_metrics_text(mlflow_uri: str, sample_splits) -> Iterator[str]:  # type: 
         assert httpx.post(f"{url}/predict", json=car, timeout=30).status_code == 200
         assert httpx.post(f"{url}/predict", json={**car, "mass_kg": 6500}, timeout=30).status_code == 200
         assert httpx.post(f"{url}/predict", json={"mass_kg": 1280}, timeout=30).status_code == 422
-        yield httpx.get(f"{url}/metrics", timeout=30).text
+        scraped = httpx.get(f"{url}/metrics", timeout=30).text
+    # stopped before the tests read it: the service's metrics live in the process, and a follower
+    # left polling would keep setting them under the feet of later tests
+    yield scraped
 
 
 @pytest.fixture(scope="session")
