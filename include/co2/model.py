@@ -361,10 +361,6 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
         """Per car: WLTP CO2, its 90 % interval and the method (`OUTPUT_COLUMNS`), as MLflow clients get it."""
         return self.answer({name: X[name].to_numpy() for name in X.columns}).frame(X.index)
 
-    def predict_features(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The WLTP CO2 alone, from the features as arrays (what `CarFeatures.features` returns)."""
-        return self.answer(features).co2_g_km
-
     def answer(self, features: Mapping[str, np.ndarray]) -> Answers:
         """Rule, fuel consumption or regressor for each car, with the interval calibrated for that way."""
         co2, method = self._point(features)
