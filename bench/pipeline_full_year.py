@@ -36,7 +36,7 @@ settings = Settings()
 step, arg = sys.argv[1], sys.argv[2]
 if step == "download":
     from co2.pipeline.download import download
-    out = download(settings, [2021]).to_dict()
+    out = download(settings, {2021: settings.table_for(2021)}).to_dict()
 elif step == "validate":
     from co2.pipeline.validate import validate
     out = validate(Path(arg), settings.reports_dir, min_rows=100).to_dict()

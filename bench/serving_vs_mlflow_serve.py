@@ -213,7 +213,7 @@ def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
     try:
         emulator.wait_healthy(120)
         settings = Settings(data_dir=home / "data", discodata_url=f"http://127.0.0.1:{port}")
-        snapshot = download(settings, [2021])
+        snapshot = download(settings, {2021: settings.table_for(2021)})
     finally:
         emulator.stop()
     splits = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")

@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     source = emulator.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, action="append", help="CSV with discodata column names (repeatable)")
     source.add_argument("--db", type=Path, help="SQLite database with tables named as CO2_EEA_TABLES says")
+    emulator.add_argument(
+        "--generate-years",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also serve these years, generated from the CSV's rows with documented drift (co2.generated)",
+    )
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument(
@@ -35,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--fail-count", type=int, default=0, help="how many /sql requests misbehave")
     emulator.add_argument("--delay-seconds", type=float, default=0.0, help="delay of the 'slow' mode")
     emulator.set_defaults(handler=_emulator)
+
+    publish = commands.add_parser(
+        "discodata-publish", help="publish a new table on the running local discodata server (a new EEA release)"
+    )
+    publish.add_argument("table", help="e.g. co2cars_2024Pv29 (new year: generated) or co2cars_2023Fv28 (revision)")
+    publish.add_argument("--url", default=None, help="the server (default: http://127.0.0.1:CO2_EMULATOR_PORT)")
+    publish.add_argument("--listed-only", action="store_true", help="list the table in /md/ without serving it")
+    publish.set_defaults(handler=_publish)
 
     run = commands.add_parser("run", help="run the retraining DAG once, end to end, and print what it registered")
     run.add_argument(
@@ -108,9 +123,16 @@ def _emulator(args: argparse.Namespace) -> int:
             return 2
     settings = get_settings()
     if args.db:
+        if args.generate_years:
+            print("co2: --generate-years needs --csv (the rows to generate from)", file=sys.stderr)
+            return 2
         db = DiscodataDatabase(args.db, settings.emulator_query_timeout_seconds)
     else:
-        db = DiscodataDatabase.from_csv(args.csv, settings)
+        try:
+            db = DiscodataDatabase.from_csv(args.csv, settings, args.generate_years)
+        except ValueError as exc:
+            print(f"co2: {exc}", file=sys.stderr)
+            return 2
     faults = Faults(args.fail_mode, args.fail_count, args.delay_seconds)
     server = EmulatorServer(db, args.host, args.port, faults, settings.emulator_allowed_hosts)
     log.info("emulator_listening", url=server.url, tables=",".join(server.db.tables()))
@@ -120,6 +142,25 @@ def _emulator(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import httpx
+
+    url = (args.url or f"http://127.0.0.1:{get_settings().emulator_port}").rstrip("/")
+    try:
+        answer = httpx.post(
+            f"{url}/_emulator/publish", json={"table": args.table, "listed_only": args.listed_only}, timeout=300
+        )
+    except httpx.HTTPError as exc:
+        print(f"co2: the local discodata server at {url} does not answer ({exc}); is `co2 up` up?", file=sys.stderr)
+        return 1
+    body = answer.json()
+    if answer.status_code != 200:
+        print(f"co2: {body['errors'][0]['error']}", file=sys.stderr)
+        return 1
+    print(f"published {body['table']} ({body['rows']} rows) at {url}")
     return 0
 
 

@@ -183,6 +183,18 @@ class DiscodataClient:
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)), follow_redirects=False
         )
 
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> DiscodataClient:
+        """A client of `url` (default CO2_DISCODATA_URL) with the configured timeouts, retries and limits."""
+        return cls(
+            url or settings.discodata_url,
+            timeout_seconds=settings.http_timeout_seconds,
+            retries=settings.http_retries,
+            backoff_seconds=settings.http_backoff_seconds,
+            max_pages=settings.max_pages,
+            max_response_bytes=settings.max_response_bytes,
+        )
+
     def __enter__(self) -> DiscodataClient:
         return self
 
@@ -195,7 +207,20 @@ class DiscodataClient:
     def page(self, query: str, page: int, page_size: int) -> list[dict[str, Any]]:
         """One page of the answer (pages count from 1), retrying transient failures."""
         params: dict[str, str | int] = {"query": query, "p": page, "nrOfHits": page_size}
-        url = f"{self.base_url}/sql"
+        body, response = self._get("/sql", params, f"page {page}")
+        return _results(body, response, query)
+
+    def metadata(self) -> Any:
+        """The service's listing of its databases, schemas, tables and columns (`GET /md/`), as JSON."""
+        body, response = self._get("/md/", {}, "the metadata listing")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise DiscodataError(f"discodata's metadata listing is not JSON ({_described(response)})") from None
+
+    def _get(self, path: str, params: dict[str, str | int], what: str) -> tuple[bytes, httpx.Response]:
+        """The body of a 200 answer to `GET path`, retrying transient failures with exponential backoff."""
+        url = f"{self.base_url}{path}"
         for attempt in range(self.retries + 1):
             problem: str
             try:
@@ -204,22 +229,22 @@ class DiscodataClient:
                         problem = f"HTTP {response.status_code}"
                     elif response.status_code != 200:
                         raise DiscodataError(
-                            f"discodata at {self.base_url} answered HTTP {response.status_code} for page {page} "
+                            f"discodata at {self.base_url} answered HTTP {response.status_code} for {what} "
                             f"({_described(response)}); check CO2_DISCODATA_URL or the run's source"
                         )
                     else:
-                        return _results(self._body(response), response, query)
+                        return self._body(response), response
             except httpx.TimeoutException as exc:
                 problem = f"timed out ({type(exc).__name__})"
             except httpx.TransportError as exc:  # refused, reset, dropped mid-answer
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             if attempt == self.retries:
                 raise DiscodataError(
-                    f"discodata at {self.base_url} failed {self.retries + 1} times for page {page}, last: {problem}; "
+                    f"discodata at {self.base_url} failed {self.retries + 1} times for {what}, last: {problem}; "
                     "check that the service is up (CO2_DISCODATA_URL) or raise CO2_HTTP_RETRIES"
                 )
             delay = min(self.backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS)
-            log.warning("discodata_retry", page=page, attempt=attempt + 1, problem=problem, retry_in_seconds=delay)
+            log.warning("discodata_retry", request=what, attempt=attempt + 1, problem=problem, retry_in_seconds=delay)
             self._sleep(delay)
         raise AssertionError("unreachable")
 
@@ -254,6 +279,13 @@ class DiscodataClient:
             if len(rows) < page_size:
                 return
             page += 1
+
+    def count(self, table: str) -> int:
+        """How many rows a published table has (one cheap aggregate on the server)."""
+        rows = self.page(f"SELECT COUNT(*) AS n FROM {qualified(table)}", 1, 1)
+        if not rows or not isinstance(rows[0].get("n"), int):
+            raise DiscodataError(f"discodata did not count the rows of {table}")
+        return int(rows[0]["n"])
 
     def columns(self, table: str) -> list[str]:
         """The column names of a published table (from its first row)."""

@@ -13,6 +13,12 @@ request; each query bounded in time (`CO2_EMULATOR_QUERY_TIMEOUT_SECONDS`), in r
 in bytes; requests for another host name than its own are refused (DNS rebinding). Each query has
 its own connection, so a slow one does not hold up the others.
 
+It lists its tables at `GET /md/` in the shape of discodata's metadata listing, and can publish a
+new table while it runs (`POST /_emulator/publish {"table": "co2cars_2024Pv29"}`, or `co2
+discodata-publish`), so that a release can be seen arriving: a new year is generated from the real
+sample with the drift of co2.generated, a new version of a year revises that year's newest table.
+`"listed_only": true` lists a table it does not answer, as the real service sometimes does.
+
 It can be told to misbehave (HTTP 500, slow answers, dropped connections) through
 `POST /_emulator/faults`, so that tests can prove the client's retries.
 """
@@ -39,7 +45,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 
+from co2 import generated
 from co2.logs import get_logger
+from co2.releases import DATABASE, SCHEMA, newest_per_year, parse_table
 from co2.settings import Settings
 
 log = get_logger("co2.emulator")
@@ -55,7 +63,7 @@ MAX_PAGE_SIZE = 100_000
 MAX_PAGE_NUMBER = 2**31  # keeps (page - 1) * size inside SQLite's 64-bit OFFSET
 MAX_ANSWER_BYTES = 64 * 2**20  # one page's JSON: a wide cross join must not take the machine's memory
 MAX_VALUE_BYTES = 2**20  # one string or blob: zeroblob(1e9) and friends fail instead of allocating
-MAX_FAULTS_BODY_BYTES = 4096
+MAX_CONTROL_BODY_BYTES = 4096  # the bodies of /_emulator/faults and /_emulator/publish
 MAX_CONCURRENT_QUERIES = 8
 IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection that sends nothing gives its thread back
 DEFAULT_QUERY_TIMEOUT_SECONDS: float = Settings.model_fields["emulator_query_timeout_seconds"].default
@@ -220,6 +228,9 @@ class DiscodataDatabase:
         self._parked: OrderedDict[tuple[str, int], _Answer] = OrderedDict()
         self._parked_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
+        self._descriptions: dict[str, str] = {}
+        self._listed_only: set[str] = set()
+        self.sample: pd.DataFrame | None = None  # the real rows new years are generated from
         if path is None:
             folder = tempfile.mkdtemp(prefix="co2-discodata-")  # mode 0700
             weakref.finalize(self, shutil.rmtree, folder, True)
@@ -234,14 +245,23 @@ class DiscodataDatabase:
         self._uri = f"{file.resolve().as_uri()}?mode=ro"
 
     @classmethod
-    def from_csv(cls, csv_paths: Iterable[Path], settings: Settings) -> DiscodataDatabase:
-        """Load discodata-named CSVs, split by their `Year` column into the configured year tables."""
+    def from_csv(
+        cls, csv_paths: Iterable[Path], settings: Settings, generate_years: Iterable[int] = ()
+    ) -> DiscodataDatabase:
+        """Load discodata-named CSVs, split by their `Year` column into the configured year tables, then
+        generate `generate_years` from them (co2.generated): final tables, the newest year provisional."""
         db = cls(query_timeout_seconds=settings.emulator_query_timeout_seconds)
+        loaded: list[pd.DataFrame] = []
         for csv_path in csv_paths:
             for chunk in pd.read_csv(csv_path, low_memory=False, chunksize=500_000):
                 if "Year" not in chunk.columns:
                     raise ValueError(f"{csv_path} has no 'Year' column: the emulator needs it to pick each row's table")
                 db.append_by_year(chunk, settings)
+                loaded.append(chunk)
+        db.sample = pd.concat(loaded, ignore_index=True) if loaded else None
+        wanted = sorted(set(generate_years))
+        for year in wanted:
+            db.publish(generated.eea_table(year, final=year != wanted[-1]))
         for table in db.tables():
             log.info("emulator_table_loaded", table=table, rows=db.count(table))
         return db
@@ -251,13 +271,70 @@ class DiscodataDatabase:
         for year, of_year in rows.groupby("Year"):
             self.append(settings.table_for(int(str(year))), of_year)
 
-    def append(self, table: str, rows: pd.DataFrame) -> None:
+    def append(self, table: str, rows: pd.DataFrame, description: str = "") -> None:
         if self._writer is None:
             raise PermissionError("this database was opened from a file and is served read-only")
         with self._write_lock:
             self._close_parked()  # their read locks would keep the writer out
             rows.to_sql(table, self._writer, if_exists="append", index=False, chunksize=50_000)
             self._writer.commit()
+            if description:
+                self._descriptions[table] = description
+
+    def publish(self, table: str, *, listed_only: bool = False) -> int:
+        """Publish a new yearly table and return its rows: a new year generated from the sample, a new
+        version of a year as a revision of its newest table; `listed_only` lists a table not served."""
+        release = parse_table(table)
+        if release is None:
+            raise ValueError(f"{table[:100]!r} is not a yearly table name such as co2cars_2024Pv29")
+        if table in self.tables() or table in self._listed_only:
+            raise ValueError(f"{table} is published already; a new release takes a new version number")
+        if listed_only:
+            self._listed_only.add(table)
+            log.info("emulator_table_listed", table=table)
+            return 0
+        if self._writer is None:
+            raise PermissionError("this database was opened from a file and is served read-only: publish needs --csv")
+        same_year = newest_per_year(r for t in self.tables() if (r := parse_table(t)) and r.year == release.year)
+        if same_year:
+            previous = same_year[release.year].table
+            with self._write_lock:
+                rows = pd.read_sql(f"SELECT * FROM [{previous}]", self._writer)
+            rows = generated.finalised(rows, seed=release.version) if release.final else rows
+            if "Status" in rows:
+                rows["Status"] = "F" if release.final else "P"
+            description = self._descriptions.get(previous, "")
+        elif self.sample is not None and release.year > generated.SAMPLE_YEAR:
+            rows = generated.generate_year(self.sample, release.year, final=release.final, seed=release.version)
+            description = generated.DESCRIPTION
+        else:
+            raise ValueError(f"no rows to publish {table} from: load a CSV of a year before {release.year}")
+        self.append(table, rows, description)
+        log.info("emulator_table_published", table=table, rows=len(rows), generated=bool(description))
+        return len(rows)
+
+    def listing(self, base_url: str = "") -> list[dict[str, Any]]:
+        """The tables as discodata's `GET /md/` lists them (database, schema, tables, columns)."""
+        tables = []
+        for table in sorted({*self.tables(), *self._listed_only}):
+            names = self.column_names(table) if table not in self._listed_only else ["ID", "Year"]
+            entry: dict[str, Any] = {
+                "name": table,
+                "Columns": [{"name": name, "table": table} for name in names],
+                "datalakeUrl": f"{base_url}/datalake/{DATABASE}/{SCHEMA}/{table}",
+            }
+            if table in self._descriptions:
+                entry["description"] = self._descriptions[table]
+            tables.append(entry)
+        return [{"Name": DATABASE, "Schemas": [{"Name": SCHEMA, "Tables": tables}]}]
+
+    def column_names(self, table: str) -> list[str]:
+        connection = _QueryConnection(self._uri)
+        try:
+            cursor = connection.sqlite.execute(f"SELECT * FROM [{table.replace(']', ']]')}] LIMIT 0")
+            return [d[0] for d in cursor.description or ()]
+        finally:
+            connection.close()
 
     def count(self, table: str) -> int:
         return int(self._read_one(f"SELECT COUNT(*) FROM [{table.replace(']', ']]')}]")[0][0])
@@ -438,6 +515,10 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/health":
             self._send_json(200, {"status": "ok", "tables": self.server.db.tables()})
             return
+        if url.path in ("/md", "/md/"):
+            host = self.headers.get("Host") or self.server.url.split("//", 1)[1]
+            self._send_json(200, self.server.db.listing(f"http://{host}"))
+            return
         if url.path != "/sql":
             self._send_error(404, f"no route {url.path}; use /sql", 404)
             return
@@ -475,7 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(200, b'{"results": ' + result.body + b"}")
 
     def _post(self) -> None:
-        if urlsplit(self.path).path != "/_emulator/faults":
+        path = urlsplit(self.path).path
+        if path not in ("/_emulator/faults", "/_emulator/publish"):
             self.close_connection = True  # its body is left unread
             self._send_error(404, "no such route", 404)
             return
@@ -483,17 +565,35 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or "0")
         except ValueError:
             length = -1
-        if not 0 <= length <= MAX_FAULTS_BODY_BYTES:
+        if not 0 <= length <= MAX_CONTROL_BODY_BYTES:
             self.close_connection = True
-            self._send_error(400, f"Content-Length must be 0 to {MAX_FAULTS_BODY_BYTES} bytes", ERROR_BAD_REQUEST)
+            self._send_error(400, f"Content-Length must be 0 to {MAX_CONTROL_BODY_BYTES} bytes", ERROR_BAD_REQUEST)
+            return
+        body = self.rfile.read(length)
+        if path == "/_emulator/publish":
+            self._publish(body)
             return
         try:
-            faults = _parse_faults(self.rfile.read(length))
+            faults = _parse_faults(body)
         except (ValueError, TypeError) as exc:
             self._send_error(400, str(exc), ERROR_BAD_REQUEST)
             return
         self.server.set_faults(faults)
         self._send_json(200, {"mode": faults.mode, "count": faults.count, "delay_seconds": faults.delay_seconds})
+
+    def _publish(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict) or not isinstance(body.get("table"), str):
+                raise ValueError('the body must be a JSON object such as {"table": "co2cars_2024Pv29"}')
+            listed_only = body.get("listed_only", False)
+            if not isinstance(listed_only, bool):
+                raise ValueError("listed_only must be true or false")
+            rows = self.server.db.publish(body["table"], listed_only=listed_only)
+        except (ValueError, PermissionError) as exc:
+            self._send_error(400, str(exc), ERROR_BAD_REQUEST)
+            return
+        self._send_json(200, {"table": body["table"], "rows": rows, "listed_only": listed_only})
 
 
 def _parse_faults(raw: bytes) -> Faults:

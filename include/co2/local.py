@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from co2.generated import OFFLINE_YEARS
 from co2.logs import get_logger
 
 log = get_logger("co2.local")
@@ -255,7 +256,10 @@ def start_mlflow(home: Path, host: str, port: int, backend_store_uri: str | None
 
 
 def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV) -> ManagedProcess:
-    command = [executable("co2"), "discodata-emulator", "--csv", str(csv_path), "--host", host, "--port", str(port)]
+    command = [
+        *(executable("co2"), "discodata-emulator", "--csv", str(csv_path), "--host", host, "--port", str(port)),
+        *("--generate-years", *map(str, OFFLINE_YEARS)),
+    ]
     return start(
         "discodata-emulator", command, f"http://{host}:{port}/health", home / "logs" / "discodata-emulator.log"
     )

@@ -11,13 +11,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LIVE_DISCODATA_URL = "https://discodata.eea.europa.eu"
 
-# Table names change with every EEA release (P provisional, F final), so they are
-# configuration, not code. Override with CO2_EEA_TABLES='{"2021": "co2cars_2021Pv23", ...}'.
+# The tables a run falls back to when discodata's metadata listing cannot be read: the newest
+# release of each year known when this was written (F final, P provisional). A run normally finds
+# the newest ones itself (co2.releases); setting CO2_EEA_TABLES='{"2021": "co2cars_2021Fv24", ...}'
+# pins them instead.
 DEFAULT_EEA_TABLES: dict[int, str] = {
-    2021: "co2cars_2021Pv23",
-    2022: "co2cars_2022Pv25",
+    2020: "co2cars_2020Fv22",
+    2021: "co2cars_2021Fv24",
+    2022: "co2cars_2022Fv26",
     2023: "co2cars_2023Fv28",
-    2024: "co2cars_2024Pv29",
+    2024: "co2cars_2024Fv30",
     2025: "co2cars_2025Pv31",
 }
 
@@ -44,9 +47,17 @@ class Settings(BaseSettings):
     )
     eea_tables: dict[int, str] = Field(
         default_factory=lambda: dict(DEFAULT_EEA_TABLES),
-        description="EEA table name per registration year, in [CO2Emission].[latest].",
+        description=(
+            "EEA table per registration year, in [CO2Emission].[latest]. Set: these tables, no discovery; "
+            "unset: the newest release of each year listed by discodata's metadata, these as the fallback."
+        ),
     )
-    years: list[int] = Field(default=[2021], description="Registration years a run trains on.")
+    years: list[int] = Field(
+        default_factory=list, description="Registration years a run trains on; empty: the newest `window_years`."
+    )
+    window_years: int = Field(
+        default=3, ge=1, le=20, description="How many of the newest registration years a run trains on."
+    )
     data_dir: Path = Field(default=Path("data"), description="Raw snapshots, processed splits, reports.")
     model_name: str = "co2-emissions"
     model_alias: str = "production"

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
+from co2.generated import OFFLINE_YEARS
 from co2.local import (
     MLFLOW_CLIENT_ENV,
     MLFLOW_SERVER_ENV,
@@ -295,7 +296,10 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
     scheduler_health_port = airflow_env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"]
     stack: list[Component] = []
     if plan.discodata_url is None:
-        serve_sample = ["discodata-emulator", "--csv", str(SAMPLE_CSV), "--host", plan.host]
+        serve_sample = [
+            *("discodata-emulator", "--csv", str(SAMPLE_CSV), "--host", plan.host),
+            *("--generate-years", *map(str, OFFLINE_YEARS)),
+        ]
         stack.append(
             Component(
                 "discodata-emulator",

@@ -20,7 +20,7 @@ from co2.settings import Settings
 def splits(tmp_path_factory: pytest.TempPathFactory, emulator) -> tuple[pd.DataFrame, pd.DataFrame]:  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("model-data")
     settings = Settings(data_dir=data_dir, discodata_url=emulator.url)
-    snapshot = download(settings, [2021])
+    snapshot = download(settings, {2021: settings.table_for(2021)})
     result = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
     return pd.read_parquet(result.train_path), pd.read_parquet(result.test_path)
 

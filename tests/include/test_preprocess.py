@@ -41,7 +41,7 @@ def test_make_spellings(spelling: str, make: str | None) -> None:
 @pytest.fixture
 def processed(settings: Settings, emulator_url: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     settings = settings.model_copy(update={"discodata_url": emulator_url})
-    snapshot = download(settings, [2021])
+    snapshot = download(settings, {2021: settings.table_for(2021)})
     result = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
     return pd.read_parquet(result.train_path), pd.read_parquet(result.test_path), read_json(Path(result.lineage_path))
 
@@ -118,7 +118,7 @@ def test_impossible_values_are_removed_and_counted(
     broken.loc[broken.index[broken["Ft"] == "DIESEL"][:2], "M (kg)"] = 50_000.0
     server = run_emulator(broken, settings)
     try:
-        snapshot = download(settings.model_copy(update={"discodata_url": server.url}), [2021])
+        snapshot = download(settings.model_copy(update={"discodata_url": server.url}), {2021: settings.table_for(2021)})
     finally:
         server.shutdown()
     result = preprocess(Path(snapshot.snapshot_path), tmp_path / "processed", test_fraction=0.2, split_salt="co2")

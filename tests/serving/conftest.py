@@ -32,7 +32,7 @@ from serving.main import create_app
 def sample_splits(tmp_path_factory: pytest.TempPathFactory, emulator) -> tuple[pd.DataFrame, pd.DataFrame]:  # type: ignore[no-untyped-def]
     """The real sample through the pipeline's own download and preprocessing."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("serving-data"), discodata_url=emulator.url)
-    snapshot = download(settings, [2021])
+    snapshot = download(settings, {2021: settings.table_for(2021)})
     result = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
     return pd.read_parquet(result.train_path), pd.read_parquet(result.test_path)
 

@@ -8,6 +8,7 @@ timestamped, read-only raw snapshot with a metadata file: a run never overwrites
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,29 +53,33 @@ def columns_to_request(available: list[str], table: str) -> list[str]:
     if missing:
         raise DiscodataQueryError(
             f"table {table} lacks required column(s) {', '.join(missing)}; "
-            "check CO2_EEA_TABLES points at a CO2 cars table"
+            "check that the run's tables (CO2_EEA_TABLES, the `tables` param) are CO2 cars tables"
         )
     return [*col.REQUIRED_SOURCE_COLUMNS, *(name for name in col.OPTIONAL_SOURCE_COLUMNS if name in available)]
 
 
-def download(settings: Settings, years: list[int], source_url: str | None = None) -> DownloadResult:
-    """Query every year, page through the answers and write an immutable raw snapshot."""
-    if not years:
-        raise ValueError("no years to download: pass at least one year (CO2_YEARS or the DAG's `years` param)")
+def download(
+    settings: Settings,
+    tables: Mapping[int, str],
+    source_url: str | None = None,
+    *,
+    discovery: dict[str, Any] | None = None,
+) -> DownloadResult:
+    """Query each year's table, page through the answers and write an immutable raw snapshot.
+
+    `tables` maps registration years to their discodata tables (the `discover` step chooses them);
+    `discovery` is kept in the snapshot's metadata, the start of the data's lineage.
+    """
+    if not tables:
+        raise ValueError("no tables to download: pass at least one year's table")
+    years = sorted(tables)
     url = source_url or settings.discodata_url
     started = datetime.now(UTC)
     frames: list[pd.DataFrame] = []
     queries: dict[str, str] = {}
-    with DiscodataClient(
-        url,
-        timeout_seconds=settings.http_timeout_seconds,
-        retries=settings.http_retries,
-        backoff_seconds=settings.http_backoff_seconds,
-        max_pages=settings.max_pages,
-        max_response_bytes=settings.max_response_bytes,
-    ) as client:
+    with DiscodataClient.from_settings(settings, url) as client:
         for year in years:
-            table = settings.table_for(year)
+            table = tables[year]
             query = aggregation_query(table, columns_to_request(client.columns(table), table))
             queries[str(year)] = query
             frames.append(_download_year(client, query, year, settings.page_size))
@@ -89,7 +94,8 @@ def download(settings: Settings, years: list[int], source_url: str | None = None
         "kind": "raw_snapshot",
         "source_url": url,
         "years": years,
-        "tables": {str(y): settings.table_for(y) for y in years},
+        "tables": {str(y): tables[y] for y in years},
+        "discovery": discovery or {},
         "queries": queries,
         "rows": len(raw),
         "registrations": registrations,
