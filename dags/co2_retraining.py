@@ -1,21 +1,26 @@
 """
-### CO₂ emissions model: quarterly retraining
+### CO₂ emissions model: retraining on each EEA release
 
 Keeps the model `co2-emissions` in the MLflow registry up to date with the EEA's monitoring data
-of new cars (WLTP CO₂ from mass, engine, power, fuel and eco-innovations).
+of new cars (WLTP CO₂ from mass, engine, power, fuel and eco-innovations). Runs when the watcher
+`co2_eea_releases` sees a new EEA table (Asset `eea_co2_cars_releases`), and at least quarterly.
 
 | step | what it does | writes |
 |---|---|---|
+| `discover` | reads discodata's metadata listing: per year the final table, else the newest provisional one; keeps the newest `CO2_WINDOW_YEARS` years (falls back to `CO2_EEA_TABLES` if the listing cannot be read) | the chosen tables, their row counts and fingerprint |
+| `anything_new` | stops the run here (the rest skipped, the run a success) when production was trained on exactly these tables, unless forced | why, in its log |
 | `download` | asks EEA discodata for one row per distinct vehicle configuration with its registration count (server-side `GROUP BY`), pages and retries | a new, read-only raw snapshot + metadata (sha256) under `CO2_DATA_DIR/raw/` |
 | `validate` | declared schema: columns, types, physical ranges, null rates, fuel types, row count | a report under `CO2_DATA_DIR/reports/`; fails the run naming each failed check |
 | `preprocess` | vocabulary (fuel types, makes), zero-emission rule, impossible values, untrusted fuel consumption, configuration-hashed train/test split | train/test Parquet + `lineage.json` |
-| `train_*` | RandomForest, LinearRegression, KNN, each with and without the make, in parallel | one MLflow run per candidate |
+| `train_*` | RandomForest, LinearRegression, KNN, each with and without the make, in parallel; each also backtested (fit without the newest year, scored on it) | one MLflow run per candidate |
 | `compare` | ranks the candidates on the shared test split, scores production on it too | a report with the reason |
 | `register` | registers the winner; moves the alias `production` only if it beats production (or `force_promotion`) | a model version with metrics and lineage tags |
 
 **Params** (the trigger form opens with each default, ready to submit): `years` (registration
-years; empty: `CO2_YEARS`), `source` (empty: the Airflow connection `co2_discodata`, else
-`CO2_DISCODATA_URL`; `live`: the EEA service; or an http(s) URL), `force_promotion`.
+years; empty: `CO2_YEARS`, else the newest `CO2_WINDOW_YEARS`), `tables` (year → table, e.g.
+`{"2024": "co2cars_2024Fv30"}`; empty: discovered), `source` (empty: the Airflow connection
+`co2_discodata`, else `CO2_DISCODATA_URL`; `live`: the EEA service; or an http(s) URL),
+`force_retrain` (train even if nothing is new), `force_promotion` (also implies training).
 
 A failed run changes nothing that works: raw snapshots are never overwritten and production
 moves only in `register`.
@@ -26,16 +31,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from co2_airflow.assets import EEA_RELEASES
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
 
 
 @dag(
     dag_id="co2_retraining",
-    # Quarterly, as the cron job it replaces: the first run is the next quarter, not one
-    # for a quarter already past when the DAG is first unpaused (trigger it for that).
-    schedule=CronTriggerTimetable("0 0 1 */3 *", timezone="UTC"),
+    # On each new EEA release the watcher reports, and quarterly at the latest: the first timed run is
+    # the next quarter, not one for a quarter already past when the DAG is first unpaused.
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 1 */3 *", timezone="UTC"), assets=[EEA_RELEASES]),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -47,11 +54,19 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
         ),
         # Optional (null allowed, null by default): the trigger form treats a param whose type has no
         # "null" as required, and refuses to submit it empty.
+        "tables": Param(
+            None,
+            type=["null", "object"],
+            description='Year -> EEA table, e.g. {"2024": "co2cars_2024Fv30"}; empty: the newest releases listed.',
+        ),
         "source": Param(
             None,
             type=["null", "string"],
             pattern=r"^(live|https?://\S+)?$",
             description="Empty: connection co2_discodata or CO2_DISCODATA_URL; 'live'; or an http(s) URL.",
+        ),
+        "force_retrain": Param(
+            False, type="boolean", description="Train even if production was trained on the same tables."
         ),
         "force_promotion": Param(
             False, type="boolean", description="Promote the best candidate even if it does not beat production."
@@ -60,12 +75,12 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
 )
 def co2_retraining() -> None:
     @task(retries=3, retry_delay=timedelta(minutes=2), retry_exponential_backoff=True)
-    def download(params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Aggregated configurations from discodata into an immutable raw snapshot."""
+    def discover(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The newest EEA tables of the window, and whether production was already trained on them."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from co2.discodata import DiscodataQueryError
-        from co2.pipeline.download import download as run_download
+        from co2.discodata import DiscodataSourceError
+        from co2.pipeline.discover import discover_step
         from co2.settings import get_settings
         from co2_airflow import metrics
         from co2_airflow.hooks import DiscodataHook
@@ -73,10 +88,49 @@ def co2_retraining() -> None:
         settings = get_settings()
         params = params or {}
         try:
-            years = [int(y) for y in params.get("years") or settings.years]
             source_url = DiscodataHook().resolve(params.get("source") or "", settings)
-            result = run_download(settings, years, source_url)
-        except (DiscodataQueryError, ValueError) as exc:  # a refused query or bad params: retrying cannot help
+            result = discover_step(
+                settings,
+                source_url,
+                years=[int(y) for y in params.get("years") or []],
+                tables={int(y): str(t) for y, t in (params.get("tables") or {}).items()},
+                force=bool(params.get("force_retrain") or params.get("force_promotion")),
+            )
+        except (DiscodataSourceError, ValueError) as exc:  # bad params or settings: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
+        metrics.gauge("discover", "fallback", value=int(result.discovery["tables_from"] == "fallback"))
+        metrics.gauge("discover", "newest_year", value=max(result.discovery["years"]))
+        return {**result.to_dict(), "source_url": source_url}
+
+    @task.short_circuit
+    def anything_new(discovered: dict[str, Any]) -> bool:
+        """Go on only if there is something new to train on; else the run ends here, a success."""
+        import logging
+        import time
+
+        from co2_airflow import metrics
+
+        logging.getLogger("airflow.task").info("%s (%s)", discovered["reason"], discovered["discovery"]["note"])
+        metrics.gauge("discover", "nothing_new", value=int(not discovered["retrain"]))
+        if not discovered["retrain"]:  # production is current: as healthy as a retrain (CO2RetrainingOverdue)
+            metrics.gauge("retraining", "current_at_unixtime", value=time.time())
+        return bool(discovered["retrain"])
+
+    @task(retries=3, retry_delay=timedelta(minutes=2), retry_exponential_backoff=True)
+    def download(discovered: dict[str, Any]) -> dict[str, Any]:
+        """Aggregated configurations of the chosen tables into an immutable raw snapshot."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from co2.discodata import DiscodataQueryError
+        from co2.pipeline.download import download as run_download
+        from co2.settings import get_settings
+        from co2_airflow import metrics
+
+        discovery = discovered["discovery"]
+        tables = {int(year): table for year, table in discovery["tables"].items()}
+        try:
+            result = run_download(get_settings(), tables, discovered["source_url"], discovery=discovery)
+        except DiscodataQueryError as exc:  # a refused query (an unpublished table): retrying cannot help
             raise AirflowFailException(str(exc)) from exc
         metrics.gauge("download", "rows", value=result.rows)
         metrics.gauge("download", "registrations", value=result.registrations)
@@ -183,10 +237,13 @@ def co2_retraining() -> None:
             metrics.gauge("register", "production_rmse_g_km", value=production_metrics["rmse_g_km"])
             metrics.gauge("register", "production_mae_g_km", value=production_metrics["mae_g_km"])
         # register is the last task: its end is the end of a successful retrain (alerted on when too old)
-        metrics.gauge("register", "succeeded_at_unixtime", value=time.time())
+        metrics.gauge("retraining", "current_at_unixtime", value=time.time())
         return result.to_dict()
 
-    processed = preprocess(validate(download()))
+    discovered = discover()
+    downloaded = download(discovered)
+    anything_new(discovered) >> downloaded
+    processed = preprocess(validate(downloaded))
     trained = {family: train_task(family)(processed) for family in ("random_forest", "linear_regression", "knn")}
     register(compare(processed, **trained), processed)
 

@@ -15,7 +15,7 @@ from co2.model import OUTPUT_COLUMNS, Answers, answer_columns, calibrate
 # measures how often they hold (cars the intervals were not calibrated on).
 CALIBRATION_SHARE = 0.5
 # Groups the errors are reported by, in MLflow as `mae_g_km.<column>.<value>`.
-ERROR_GROUPS = (col.FUEL_TYPE, "fuel_mode", col.MEMBER_STATE)
+ERROR_GROUPS = (col.FUEL_TYPE, "fuel_mode", col.MEMBER_STATE, col.YEAR)
 
 
 def score(y_true: Any, y_pred: Any, registrations: Any) -> dict[str, float]:
@@ -92,7 +92,7 @@ def group_mae(test: pd.DataFrame, predicted: np.ndarray, by: str) -> dict[str, f
 def describe(model: Any, test: pd.DataFrame, evaluation: np.ndarray) -> dict[str, float]:
     """What a candidate's run logs beside MAE/RMSE/R²: interval coverage on `evaluation` (the half
     of the test split its intervals were not calibrated on), the basic caller's figures, and the
-    MAE per fuel type, fuel mode and member state."""
+    MAE per fuel type, fuel mode, member state and registration year."""
     weights = test[col.REGISTRATIONS].to_numpy(dtype=np.float64)
     y = test[col.TARGET].to_numpy(dtype=np.float64)
     full = answer_columns(model, test[col.MODEL_INPUT_COLUMNS])

@@ -24,6 +24,7 @@ CANDIDATES_VIEW = "candidates"
 # Decimals worth reading, in MLflow and in the logs: g/km to the milligram (the data are whole g/km),
 # R² to four places. Rankings and promotion decisions use the unrounded figures.
 METRIC_DECIMALS = {"mae_g_km": 3, "rmse_g_km": 3, "r2": 4}
+METRIC_DECIMALS.update({f"backtest_{name}": decimals for name, decimals in METRIC_DECIMALS.items()})
 # what the runs table shows in the saved view: the metrics above, and what tells the candidates apart
 VIEW_PARAMS = ("family", "with_make", "train_rows")
 

@@ -128,8 +128,11 @@ class Discovery:
 
     def fingerprint(self) -> str:
         """What the trained data is: the source, each table and its row count. Equal fingerprints, same data."""
-        content = {"source": self.source_url, "tables": {str(y): t for y, t in sorted(self.tables.items())}}
-        content["rows"] = {t: self.rows.get(t) for t in sorted(self.tables.values())}  # type: ignore[assignment]
+        content: dict[str, Any] = {
+            "source": self.source_url,
+            "tables": {str(y): t for y, t in sorted(self.tables.items())},
+            "rows": {t: self.rows.get(t) for t in sorted(self.tables.values())},
+        }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,3 +238,40 @@ def _count(client: DiscodataClient, table: str) -> int | None:
     except DiscodataError as exc:
         log.warning("table_not_counted", table=table, error=str(exc)[:300])
         return None
+
+
+@dataclass(frozen=True)
+class ReleaseCheck:
+    """What the daily watcher saw: the newest table of each year, and which of them are new to it."""
+
+    newest: dict[int, str]
+    new: list[str]  # tables not in what it saw last time (all of them the first time)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"no new EEA release: newest tables still {', '.join(self.newest.values())}"
+        return f"new EEA release(s): {', '.join(self.new)} (newest per year: {', '.join(self.newest.values())})"
+
+    def to_extra(self) -> dict[str, Any]:
+        """The asset event's `extra`: what the next check compares with."""
+        return {"newest": {str(y): t for y, t in self.newest.items()}, "new": self.new}
+
+
+def check_releases(client: DiscodataClient, last_seen: Mapping[str, str] | None) -> ReleaseCheck:
+    """The listing's newest table per year against the watcher's last view (year -> table): a new year,
+    a new version or a final table replacing a provisional one is new. An unreadable listing, or one
+    with no car table, is an error: the watcher has nothing else to go on."""
+    listing = client.metadata()
+    releases, _ = releases_in(listing)
+    if not releases:
+        raise DiscodataError(
+            f"discodata's metadata listing at {client.base_url} names no {DATABASE}.{SCHEMA} "
+            "co2cars_<year><F|P>v<n> table"
+        )
+    newest = {y: r.table for y, r in newest_per_year(releases).items()}
+    seen = set((last_seen or {}).values())
+    return ReleaseCheck(newest, [table for table in newest.values() if table not in seen])

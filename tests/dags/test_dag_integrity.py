@@ -11,7 +11,6 @@ import pytest
 
 from tests.conftest import PROJECT_DIR
 
-DAG_FILE = PROJECT_DIR / "dags" / "co2_retraining.py"
 TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
 
 
@@ -29,12 +28,19 @@ def dag(dagbag):  # type: ignore[no-untyped-def]
 
 def test_imports_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"co2_retraining"}
+    assert set(dagbag.dag_ids) == {"co2_retraining", "co2_eea_releases"}
 
 
 def test_exactly_these_tasks_and_dependencies(dag) -> None:  # type: ignore[no-untyped-def]
-    assert set(dag.task_ids) == {"download", "validate", "preprocess", *TRAIN_TASKS, "compare", "register"}
+    assert set(dag.task_ids) == {
+        *("discover", "anything_new", "download", "validate", "preprocess"),
+        *TRAIN_TASKS,
+        *("compare", "register"),
+    }
     downstream = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
+    assert downstream["discover"] == {"anything_new", "download"}
+    assert downstream["anything_new"] == {"download"}  # a short circuit: nothing new skips everything after
+    assert dag.get_task("anything_new").ignore_downstream_trigger_rules
     assert downstream["download"] == {"validate"}
     assert downstream["validate"] == {"preprocess"}
     assert downstream["preprocess"] == {*TRAIN_TASKS, "compare", "register"}
@@ -45,14 +51,26 @@ def test_exactly_these_tasks_and_dependencies(dag) -> None:  # type: ignore[no-u
     assert set(dag.get_task("compare").upstream_task_ids) == {"preprocess", *TRAIN_TASKS}
 
 
-def test_schedule_and_policy(dag) -> None:  # type: ignore[no-untyped-def]
-    assert dag.timetable.expression == "0 0 1 */3 *"
+def test_schedule_and_policy(dag, dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Retraining runs on the watcher's asset events or quarterly, whichever comes first."""
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from co2_airflow.assets import EEA_RELEASES
+
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.timetable.expression == "0 0 1 */3 *"
+    assert list(dag.timetable.asset_condition.objects) == [EEA_RELEASES]
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert {"co2", "retraining"} <= set(dag.tags)
-    assert dag.doc_md and "force_promotion" in dag.doc_md
-    assert set(dag.params.keys()) == {"years", "source", "force_promotion"}
-    assert dag.params["force_promotion"] is False
+    assert dag.doc_md and "force_promotion" in dag.doc_md and "force_retrain" in dag.doc_md
+    assert set(dag.params.keys()) == {"years", "tables", "source", "force_retrain", "force_promotion"}
+    assert dag.params["force_promotion"] is False and dag.params["force_retrain"] is False
+
+    watcher = dagbag.get_dag("co2_eea_releases")
+    assert watcher.timetable.expression == "0 6 * * *"  # daily: a release reaches the model within a day
+    (check,) = watcher.tasks
+    assert check.outlets == [EEA_RELEASES] and check.inlets == [EEA_RELEASES]
 
 
 def test_the_trigger_form_opens_ready_to_submit(dag) -> None:  # type: ignore[no-untyped-def]
@@ -71,7 +89,13 @@ def test_the_trigger_form_opens_ready_to_submit(dag) -> None:  # type: ignore[no
         types = schema.get("type")
         required = bool(types) and not (isinstance(types, list) and "null" in types)
         assert not (required and param.value in (None, "")), f"{name} is required but opens empty"
-    assert served.validate() == {"years": [], "source": None, "force_promotion": False}  # a trigger with {}
+    assert served.validate() == {  # a trigger with {}
+        "years": [],
+        "tables": None,
+        "source": None,
+        "force_retrain": False,
+        "force_promotion": False,
+    }
 
     source = served.get_param("source").schema
     for accepted in (None, "", "live", "https://discodata.eea.europa.eu", "http://127.0.0.1:8765"):
@@ -87,6 +111,7 @@ def test_retries_where_a_retry_can_help(dag) -> None:  # type: ignore[no-untyped
     assert download.retry_exponential_backoff
     assert download.retry_delay >= timedelta(minutes=1)
     assert dag.get_task("validate").retries == 0  # the data will not change on a retry
+    assert dag.get_task("discover").retries >= 2
     for task_id in (*TRAIN_TASKS, "preprocess", "compare", "register"):
         assert dag.get_task(task_id).retries >= 2
 
@@ -96,7 +121,8 @@ def test_every_task_has_a_docstring(dag) -> None:  # type: ignore[no-untyped-def
         assert task.doc_md or task.python_callable.__doc__, task.task_id
 
 
-def test_nothing_heavy_or_networked_at_parse_time() -> None:
+@pytest.mark.parametrize("dag_file", ["co2_retraining.py", "co2_eea_releases.py"])
+def test_nothing_heavy_or_networked_at_parse_time(dag_file: str) -> None:
     """Parse the file with the network cut and check no heavy module was imported."""
     probe = textwrap.dedent(
         f"""
@@ -106,10 +132,11 @@ def test_nothing_heavy_or_networked_at_parse_time() -> None:
         socket.socket.connect = refuse
         socket.create_connection = refuse
         before = set(sys.modules)
-        spec = importlib.util.spec_from_file_location("co2_retraining", {str(DAG_FILE)!r})
+        sys.path[:0] = [{str(PROJECT_DIR / "include")!r}, {str(PROJECT_DIR / "plugins")!r}]
+        spec = importlib.util.spec_from_file_location("dag_file", {str(PROJECT_DIR / "dags" / dag_file)!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        heavy = {{"pandas", "sklearn", "mlflow", "co2.pipeline.train", "co2.model"}}
+        heavy = {{"pandas", "sklearn", "mlflow", "co2.pipeline.train", "co2.model", "co2.releases"}}
         loaded = sorted(name for name in heavy if name in sys.modules and name not in before)
         assert not loaded, f"imported at parse time: {{loaded}}"
         print("ok")

@@ -16,6 +16,8 @@ from tests.deploy.statsd_exporter import StatsdExporter
 MAPPING = DEPLOY_DIR / "statsd" / "mapping.yml"
 
 TASKS = {
+    "discover",
+    "anything_new",
     "download",
     "validate",
     "preprocess",
@@ -45,7 +47,8 @@ def test_the_run_sent_the_names_the_mapping_expects(airflow_statsd_lines: list[s
         "airflow.co2.download.rows",
         "airflow.co2.train.random_forest_with_make.rmse_g_km",
         "airflow.co2.register.production_rmse_g_km",
-        "airflow.co2.register.succeeded_at_unixtime",
+        "airflow.co2.retraining.current_at_unixtime",
+        "airflow.co2.discover.nothing_new",
         "airflow.scheduler_heartbeat",
     ):
         assert expected in names, sorted(n for n in names if n.startswith(expected.split(",")[0].rsplit(".", 1)[0]))
@@ -83,6 +86,9 @@ def test_the_pipeline_figures_are_mapped(exporter: StatsdExporter) -> None:
         "co2_production_rmse_g_km",
         "co2_production_mae_g_km",
         "co2_retraining_last_success_timestamp_seconds",
+        "co2_discovery_fallback",
+        "co2_discovery_nothing_new",
+        "co2_training_newest_year",
     ):
         assert series(exporter, name) == [{}], name
     assert {s["candidate"] for s in series(exporter, "co2_candidate_rmse_g_km")} == CANDIDATES

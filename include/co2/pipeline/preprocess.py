@@ -130,7 +130,7 @@ def aggregate(split: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per distinct (inputs, CO2), registrations summed: what the models learn from.
 
     Member states and years have done their work (the consistency rule) and are not model inputs;
-    `keep` keeps them apart where errors are reported by them (the test split, by member state).
+    `keep` keeps them apart where errors are reported by them or the backtest needs them.
     """
     keys = [*col.MODEL_INPUT_COLUMNS, col.TARGET, *keep]
     grouped = split.groupby(keys, dropna=False, sort=True, observed=True)[col.REGISTRATIONS].sum()
@@ -156,8 +156,10 @@ def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: floa
     train, test = frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)
 
     untrusted = untrusted_fuel_consumption_states(train)
-    train = aggregate(blank_fuel_consumption(train, untrusted))
-    test = aggregate(blank_fuel_consumption(test, untrusted), keep=(col.MEMBER_STATE,))
+    # Years stay apart in both splits: errors are reported per year, and the backtest trains on the
+    # older years alone (training adds the years of a configuration up: co2.pipeline.train).
+    train = aggregate(blank_fuel_consumption(train, untrusted), keep=(col.YEAR,))
+    test = aggregate(blank_fuel_consumption(test, untrusted), keep=(col.MEMBER_STATE, col.YEAR))
 
     out_dir = new_directory(processed_root, f"{utc_stamp()}_{Path(snapshot_path).parent.name}")
     train_path, test_path = out_dir / "train.parquet", out_dir / "test.parquet"
@@ -171,6 +173,7 @@ def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: floa
         "raw_snapshot": str(snapshot_path),
         "raw_sha256": sha256_file(Path(snapshot_path)),
         "raw_metadata": raw_metadata,
+        "years": sorted(int(y) for y in frame[col.YEAR].unique()),
         "rows_in": rows_in,
         "registrations_in": registrations_in,
         "removed_by_rule": removed_by_rule,

@@ -11,6 +11,7 @@ to the log as the information they are, not to stderr (which Airflow shows as er
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from co2.experiment import rounded
 from co2.files import read_json
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import current_production, mlflow_client
+from co2.pipeline.discover import FINGERPRINT_TAG, TABLES_TAG
 from co2.settings import Settings
 
 log = get_logger("co2.register")
@@ -76,6 +78,8 @@ def register(
         "co2.test_sha256": lineage["test"]["sha256"],
         "co2.years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
         "co2.source_url": str(lineage.get("raw_metadata", {}).get("source_url", "")),
+        **release_tags(lineage.get("raw_metadata", {})),
+        **aging_tags(client.get_run(winner["run_id"]).data.metrics),
         "co2.validation": "passed",
         "co2.promoted": str(comparison["promote"]).lower(),
         "co2.decision": comparison["reason"][:5000],
@@ -124,6 +128,28 @@ def register(
         **rounded(metrics),
     )
     return result
+
+
+def release_tags(raw_metadata: dict[str, Any]) -> dict[str, str]:
+    """What the version was trained on: the EEA tables, where their names came from, and the fingerprint
+    that tells the next run whether anything is new (co2.pipeline.discover)."""
+    discovery = raw_metadata.get("discovery") or {}
+    tags = {TABLES_TAG: json.dumps(raw_metadata.get("tables", {}), sort_keys=True)}
+    if discovery:
+        tags[FINGERPRINT_TAG] = str(discovery.get("fingerprint", ""))
+        tags["co2.eea_tables_from"] = str(discovery.get("tables_from", ""))
+        if discovery.get("generated"):
+            tags["co2.generated_tables"] = ",".join(discovery["generated"])
+    return tags
+
+
+def aging_tags(run_metrics: dict[str, float]) -> dict[str, str]:
+    """The winner's MAE per registration year and its next-year backtest, from its run."""
+    return {
+        f"co2.{name}": str(int(value)) if name.endswith("_year") else str(rounded({name: value})[name])
+        for name, value in sorted(run_metrics.items())
+        if name.startswith(("mae_g_km.year.", "backtest_"))
+    }
 
 
 def decision_sentence(

@@ -2,7 +2,11 @@
 
 Every candidate is scored on the same test split and logged with its parameters, metrics,
 signature, input example, the lineage of its data (sha256 of raw and processed files) and the
-model code it needs, so that any MLflow client can load it. Metrics are logged to the precision
+model code it needs, so that any MLflow client can load it.
+
+When the window holds more than one registration year, each candidate is also backtested: the same
+family fit on the window without its newest year, scored on that year's test cars (`backtest_*`).
+That is how much a model ages in a year, the reason the platform retrains. Metrics are logged to the precision
 that means something (a thousandth of a g/km, four decimals of R²); the ranking uses them unrounded.
 """
 
@@ -23,6 +27,7 @@ from co2.files import read_json
 from co2.logs import get_logger, route_mlflow_logging
 from co2.mlflow_utils import log_model, mlflow_client
 from co2.model import FAMILIES, build_model, fit, supports_sample_weight
+from co2.pipeline.preprocess import aggregate
 from co2.settings import Settings
 
 log = get_logger("co2.train")
@@ -38,6 +43,7 @@ class Candidate:
     rmse_g_km: float
     r2: float
     train_seconds: float
+    backtest_mae_g_km: float | None = None
 
     @property
     def name(self) -> str:
@@ -61,7 +67,8 @@ def train_family(
 
     route_mlflow_logging()
     lineage = read_json(lineage_path)
-    train = pd.read_parquet(lineage["train"]["path"])
+    by_year = pd.read_parquet(lineage["train"]["path"])
+    train = aggregate(by_year.drop(columns=[col.YEAR], errors="ignore"))  # a configuration's years as one
     test = pd.read_parquet(lineage["test"]["path"])
     client = mlflow_client(settings)  # points mlflow at the tracking server, fails clearly if it is down
     experiment_id = prepare_experiment(client, settings.experiment_name)
@@ -78,6 +85,7 @@ def train_family(
         calibrate_intervals(model, test, calibration)
         metrics = evaluate(model, test)
         details = describe(model, test, ~calibration)
+        aging = backtest(family, with_make, by_year, test, settings)
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.set_tags(
                 {
@@ -98,22 +106,61 @@ def train_family(
                     "test_rows": len(test),
                     "weighted_by_registrations": weights is not None,
                     "years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
+                    "eea_tables": ",".join(lineage.get("raw_metadata", {}).get("tables", {}).values())[:500],
+                    "backtest_year": aging.get("backtest_year", "none"),
                     **{f"regressor__{k}": v for k, v in _regressor_params(model).items()},
                 }
             )
-            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds, **details}))
+            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds, **details, **aging}))
             mlflow.log_dict(lineage, "lineage.json")
             with warnings.catch_warnings():
                 # skops looks each numpy ufunc up in every loaded module, touching Airflow's deprecated
                 # module attributes: a thousand DeprecatedImportWarnings per model in the task log
                 warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
                 model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
-        candidate = Candidate(family, with_make, run.info.run_id, model_uri, **metrics, train_seconds=round(seconds, 2))
+        candidate = Candidate(
+            family,
+            with_make,
+            run.info.run_id,
+            model_uri,
+            **metrics,
+            train_seconds=round(seconds, 2),
+            backtest_mae_g_km=aging.get("backtest_mae_g_km"),
+        )
         log.info(
             "train_finished", candidate=name, run_id=run.info.run_id, seconds=round(seconds, 1), **rounded(metrics)
         )
         candidates.append(candidate)
     return candidates
+
+
+def backtest(
+    family: str, with_make: bool, train: pd.DataFrame, test: pd.DataFrame, settings: Settings
+) -> dict[str, float]:
+    """The family fit on every year of the window but the newest, scored on the newest year's test
+    cars (configurations it has never seen, in a year it has never seen); empty for a one-year window."""
+    if col.YEAR not in train or col.YEAR not in test:
+        return {}
+    newest = int(test[col.YEAR].max())
+    older = train[train[col.YEAR] < newest]
+    scored = test[test[col.YEAR] == newest]
+    if older.empty or scored.empty:
+        return {}
+    older = aggregate(older.drop(columns=[col.YEAR]))
+    model = build_model(family, with_make, settings.random_seed, train_rows=len(older))
+    weights = older[col.REGISTRATIONS] if supports_sample_weight(family) else None
+    started = time.perf_counter()
+    fit(model, older[col.MODEL_INPUT_COLUMNS], older[col.TARGET], weights)
+    scores = evaluate(model, scored)
+    log.info(
+        "backtest_finished",
+        family=family,
+        with_make=with_make,
+        year=newest,
+        seconds=round(time.perf_counter() - started, 1),
+        **rounded(scores),
+    )
+    return {"backtest_year": float(newest), **{f"backtest_{name}": value for name, value in scores.items()}}
 
 
 def _regressor_params(model: Any) -> dict[str, Any]:
