@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "out" / "full_year.sqlite")
     parser.add_argument("--configurations", type=int, default=110_000)
     parser.add_argument("--registrations", type=int, default=10_000_000)
-    parser.add_argument("--table", default="co2cars_2021Pv23")
+    parser.add_argument("--table", default="co2cars_2021Fv24")
     parser.add_argument("--seed", type=int, default=2021)
     args = parser.parse_args(argv)
     started = time.perf_counter()

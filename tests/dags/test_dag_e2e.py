@@ -6,7 +6,6 @@ One successful run establishes production; the fault runs then prove that nothin
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,10 @@ from mlflow import MlflowClient
 
 from co2.files import read_json
 from tests.conftest import run_emulator
+from tests.dags.conftest import run
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_db):  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-
-    from tests.conftest import PROJECT_DIR
-
-    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags"))
-    assert bag.import_errors == {}
-    dag = bag.get_dag("co2_retraining")
-    for task in dag.tasks:  # same retries, without minutes of waiting between them
-        task.retry_delay = timedelta(seconds=1)
-        task.retry_exponential_backoff = False
-    return dag
+FORCED = '{"force_retrain": true}'  # production was trained on these very tables: train anyway
 
 
 @pytest.fixture(scope="module")
@@ -46,36 +32,6 @@ def platform(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "data_dir": tmp_path_factory.mktemp("e2e-data"),
         "model_name": f"co2-emissions-e2e-{os.getpid()}",
     }
-
-
-def run(dag, platform: dict[str, Any], discodata_url: str, conf: dict | None = None, **env: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """One DAG run with the platform's settings; the state of each task."""
-    from co2.settings import get_settings
-
-    values = {
-        "CO2_DISCODATA_URL": discodata_url,
-        "MLFLOW_TRACKING_URI": platform["mlflow_uri"],
-        "CO2_DATA_DIR": str(platform["data_dir"]),
-        "CO2_MODEL_NAME": platform["model_name"],
-        "CO2_HTTP_BACKOFF_SECONDS": "0.05",
-        "CO2_HTTP_RETRIES": "3",
-        **env,
-    }
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        dagrun = dag.test(run_conf=conf or {})
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
-    states = {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
-    states["__run__"] = str(dagrun.state)
-    return states
 
 
 def production_version(platform: dict[str, Any]) -> str:
@@ -141,7 +97,7 @@ def test_first_run_promotes_a_model_that_predicts_real_cars(
 def test_transient_500s_are_retried_and_the_run_succeeds(first_run, dag, platform, emulator) -> None:  # type: ignore[no-untyped-def]
     httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500", "count": 3}).raise_for_status()
     before = snapshots(platform)
-    states = run(dag, platform, emulator.url)
+    states = run(dag, platform, emulator.url, conf={"force_retrain": True})  # the same data as production's
     assert states["__run__"] == "success", states
     assert httpx.get(f"{emulator.url}/_emulator/faults").json()["count"] == 0  # all three were served
     assert len(snapshots(platform) - before) == 1 and before <= snapshots(platform)
@@ -243,7 +199,7 @@ def test_tasks_send_their_figures_to_statsd(first_run, platform, emulator, airfl
         "CO2_MODEL_NAME": platform["model_name"],
     }
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "co2_retraining"],
+        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "co2_retraining", "--conf", FORCED],
         env=env,
         cwd=PROJECT_DIR,
         stdout=subprocess.DEVNULL,

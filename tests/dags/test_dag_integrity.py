@@ -16,6 +16,7 @@ TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):  # type: ignore[no-untyped-def]
+    """The DAGs as parsed, untouched (conftest's shortens retry delays for the runs)."""
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(PROJECT_DIR / "dags"))

@@ -26,7 +26,7 @@ from co2.discodata import (
 )
 from co2.settings import LIVE_DISCODATA_URL, Settings
 
-QUERY = f"SELECT [ID] FROM {qualified('co2cars_2021Pv23')} ORDER BY [ID]"
+QUERY = f"SELECT [ID] FROM {qualified('co2cars_2021Fv24')} ORDER BY [ID]"
 
 
 def faults(url: str, **body: object) -> None:

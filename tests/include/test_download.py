@@ -34,7 +34,7 @@ def test_metadata_records_the_lineage(settings: Settings, emulator_url: str) -> 
     meta = read_json(Path(result.metadata_path))
     assert meta["sha256"] == sha256_file(Path(result.snapshot_path)) == result.sha256
     assert meta["source_url"] == emulator_url
-    assert meta["years"] == [2021] and meta["tables"] == {"2021": "co2cars_2021Pv23"}
+    assert meta["years"] == [2021] and meta["tables"] == {"2021": "co2cars_2021Fv24"}
     assert "GROUP BY" in meta["queries"]["2021"] and "COUNT(*) AS n" in meta["queries"]["2021"]
     assert meta["rows"] == result.rows and meta["registrations"] == result.registrations
 

@@ -29,7 +29,7 @@ from co2.emulator import (
 )
 from co2.settings import Settings
 
-TABLE = qualified("co2cars_2021Pv23")
+TABLE = qualified("co2cars_2021Fv24")
 
 
 def sql(url: str, query: str, page: int = 1, size: int = 100) -> dict:
@@ -39,8 +39,8 @@ def sql(url: str, query: str, page: int = 1, size: int = 100) -> dict:
 
 
 def test_translate_maps_qualified_names_and_top() -> None:
-    translated, top = translate("SELECT TOP 5 [M (kg)] FROM [CO2Emission].[latest].[co2cars_2021Pv23]")
-    assert translated == "SELECT [M (kg)] FROM [co2cars_2021Pv23]"
+    translated, top = translate("SELECT TOP 5 [M (kg)] FROM [CO2Emission].[latest].[co2cars_2021Fv24]")
+    assert translated == "SELECT [M (kg)] FROM [co2cars_2021Fv24]"
     assert top == 5
 
 
@@ -74,7 +74,7 @@ def test_unknown_table_is_error_10003(emulator_url: str) -> None:
     assert "co2cars_1999" in body["errors"][0]["error"]
 
 
-@pytest.mark.parametrize("query", ["DROP TABLE [co2cars_2021Pv23]", "WITH x AS (SELECT 1) SELECT * FROM x"])
+@pytest.mark.parametrize("query", ["DROP TABLE [co2cars_2021Fv24]", "WITH x AS (SELECT 1) SELECT * FROM x"])
 def test_refuses_what_discodata_refuses(emulator_url: str, query: str) -> None:
     assert "errors" in sql(emulator_url, query)
 
@@ -102,7 +102,7 @@ def test_bad_fault_mode_is_refused_with_the_choices(emulator_url: str) -> None:
 
 # --- read-only by construction, bounded, one statement, its own names only -----------------------
 MILLION = 1_000_000
-BIG_TABLE = "co2cars_2021Pv23"
+BIG_TABLE = "co2cars_2021Fv24"
 
 
 @pytest.fixture(scope="module")
@@ -242,9 +242,9 @@ def count_rows(url: str) -> int:
 @pytest.mark.parametrize(
     "query",
     [
-        "REPLACE INTO [co2cars_2021Pv23] ([ID]) VALUES (-1)",
-        "INSERT INTO [co2cars_2021Pv23] ([ID]) SELECT -1",
-        "/**/DELETE FROM [co2cars_2021Pv23]",
+        "REPLACE INTO [co2cars_2021Fv24] ([ID]) VALUES (-1)",
+        "INSERT INTO [co2cars_2021Fv24] ([ID]) SELECT -1",
+        "/**/DELETE FROM [co2cars_2021Fv24]",
         "COMMIT",
         "PRAGMA query_only=OFF",
         "ATTACH 'file:other.db' AS other",
@@ -264,7 +264,7 @@ def test_nothing_but_reading_is_allowed(private_url: str, query: str) -> None:
 
 def test_a_write_followed_by_commit_is_one_refused_request(private_url: str) -> None:
     before = count_rows(private_url)
-    response = get(private_url, "REPLACE INTO [co2cars_2021Pv23] ([ID]) VALUES (-1); COMMIT")
+    response = get(private_url, "REPLACE INTO [co2cars_2021Fv24] ([ID]) VALUES (-1); COMMIT")
     assert response.status_code == 400
     assert "one statement per query" in response.json()["errors"][0]["error"]
     assert count_rows(private_url) == before
@@ -364,3 +364,107 @@ def test_an_idle_connection_is_closed() -> None:
         started = time.perf_counter()
         assert conn.recv(1) == b""  # the server hung up on a client that says nothing
         assert time.perf_counter() - started < 3
+
+
+# --- releases: the metadata listing, several years, publishing while running ----------------------
+@pytest.fixture(scope="module")
+def offline_years(sample_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """The offline platform's server: the real 2021 sample and two generated years, the newest provisional."""
+    csv = tmp_path_factory.mktemp("offline") / "sample.csv"
+    sample_frame.to_csv(csv, index=False)
+    db = DiscodataDatabase.from_csv([csv], Settings(), generate_years=[2022, 2023])
+    with serving(db) as emulator:
+        yield emulator
+
+
+def listed(url: str, path: str = "/md/") -> dict[str, dict[str, Any]]:
+    answer = httpx.get(f"{url}{path}", timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    (database,) = answer.json()
+    assert database["Name"] == "CO2Emission"
+    (schema,) = database["Schemas"]
+    assert schema["Name"] == "latest"
+    return {table["name"]: table for table in schema["Tables"]}
+
+
+def test_the_listing_has_the_real_shape_and_marks_generated_tables(offline_years: EmulatorServer) -> None:
+    tables = listed(offline_years.url)
+    assert listed(offline_years.url, "/md") == tables
+    assert sorted(tables) == ["co2cars_2021Fv24", "co2cars_2022Fv26", "co2cars_2023Pv27"]
+    real = tables["co2cars_2021Fv24"]
+    assert "description" not in real  # the real sample is not marked
+    assert {"M (kg)", "Ewltp (g/km)", "Ft", "Year"} <= {c["name"] for c in real["Columns"]}
+    assert {c["table"] for c in real["Columns"]} == {"co2cars_2021Fv24"}
+    assert real["datalakeUrl"].startswith(offline_years.url)
+    for name in ("co2cars_2022Fv26", "co2cars_2023Pv27"):
+        assert tables[name]["description"].startswith("GENERATED") and "not EEA data" in tables[name]["description"]
+
+
+def year_figures(url: str, table: str) -> dict[str, float]:
+    (row,) = sql(
+        url,
+        "SELECT COUNT(*) AS n, AVG([M (kg)]) AS mass, AVG([Ewltp (g/km)]) AS co2, "
+        "SUM(CASE WHEN UPPER([Ft]) = 'ELECTRIC' THEN 1 ELSE 0 END) AS bev, "
+        "SUM(CASE WHEN [Fm] = 'P' THEN 1 ELSE 0 END) AS phev, "
+        "SUM(CASE WHEN [Ft] = LOWER([Ft]) THEN 1 ELSE 0 END) AS lower_case, MIN([Year]) AS year, "
+        f"MAX([Status]) AS status FROM {qualified(table)}",
+    )["results"]
+    return row
+
+
+def test_generated_years_drift_as_documented(offline_years: EmulatorServer) -> None:
+    real = year_figures(offline_years.url, "co2cars_2021Fv24")
+    y2022 = year_figures(offline_years.url, "co2cars_2022Fv26")
+    y2023 = year_figures(offline_years.url, "co2cars_2023Pv27")
+    assert (y2022["year"], y2022["status"], y2023["year"], y2023["status"]) == (2022, "F", 2023, "P")
+    assert real["bev"] / real["n"] < y2022["bev"] / y2022["n"] < y2023["bev"] / y2023["n"]  # more electric
+    assert y2023["bev"] / y2023["n"] - real["bev"] / real["n"] == pytest.approx(0.05, abs=0.005)
+    assert y2023["phev"] / y2023["n"] >= real["phev"] / real["n"]
+    assert real["mass"] < y2022["mass"] < y2023["mass"]  # heavier
+    assert real["co2"] > y2022["co2"] > y2023["co2"]  # lower average CO2
+    assert real["lower_case"] == y2023["lower_case"] == 0  # lower-case fuel types only from 2025
+
+
+def test_publishing_a_new_year_and_a_final_table_while_running(offline_years: EmulatorServer) -> None:
+    url = offline_years.url
+    new_year = httpx.post(f"{url}/_emulator/publish", json={"table": "co2cars_2025Pv31"}, timeout=60)
+    assert new_year.status_code == 200 and new_year.json()["rows"] == 4000
+    final = httpx.post(f"{url}/_emulator/publish", json={"table": "co2cars_2023Fv28"}, timeout=60)
+    assert final.status_code == 200
+    tables = listed(url)
+    assert {"co2cars_2023Pv27", "co2cars_2023Fv28", "co2cars_2025Pv31"} <= set(tables)  # both 2023 stay listed
+    revised, provisional = year_figures(url, "co2cars_2023Fv28"), year_figures(url, "co2cars_2023Pv27")
+    assert revised["status"] == "F" and revised["year"] == 2023
+    assert provisional["n"] < revised["n"] <= provisional["n"] * 1.05  # late registrations added
+    y2025 = year_figures(url, "co2cars_2025Pv31")
+    assert y2025["lower_case"] == y2025["n"] and y2025["status"] == "P"  # 2025 spells fuel types in lower case
+
+    # a listed table the service does not answer, as discodata sometimes lists
+    phantom = httpx.post(f"{url}/_emulator/publish", json={"table": "co2cars_2026Pv33", "listed_only": True})
+    assert phantom.status_code == 200 and "co2cars_2026Pv33" in listed(url)
+    assert sql(url, f"SELECT TOP 1 * FROM {qualified('co2cars_2026Pv33')}")["errors"][0]["errorcode"] == 10003
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"table": "co2cars_2021Fv24"}, "published already"),
+        ({"table": "co2cars_2023Pv27"}, "published already"),
+        ({"table": "vans_2024Pv1"}, "not a yearly table name"),
+        ({"table": "co2cars_2019Pv1"}, "no rows to publish"),
+        ({"table": 2024}, "JSON object such as"),
+        ({"table": "co2cars_2024Pv29", "listed_only": "yes"}, "listed_only must be true or false"),
+        ([1, 2], "JSON object such as"),
+    ],
+)
+def test_a_bad_publish_is_refused_and_changes_nothing(offline_years: EmulatorServer, body: Any, says: str) -> None:
+    before = listed(offline_years.url)
+    answer = httpx.post(f"{offline_years.url}/_emulator/publish", json=body, timeout=30)
+    assert answer.status_code == 400 and says in answer.json()["errors"][0]["error"]
+    assert listed(offline_years.url) == before
+
+
+def test_a_database_file_is_not_published_to(big_url: str) -> None:
+    answer = httpx.post(f"{big_url}/_emulator/publish", json={"table": "co2cars_2024Pv29"}, timeout=30)
+    assert answer.status_code == 400 and "read-only" in answer.json()["errors"][0]["error"]
+    assert "co2cars_2024Pv29" not in listed(big_url)
