@@ -241,5 +241,5 @@ def test_the_watcher_sees_a_new_year_a_new_version_and_a_final_table(serve: Any)
         assert ("no new EEA release" in check.summary()) == (not new)
 
     empty = serve(listing("co2cars"))
-    with client(empty.url) as c, pytest.raises(DiscodataError, match="names no CO2Emission.latest"):
+    with client(empty.url) as c, pytest.raises(DiscodataError, match=r"names no CO2Emission\.latest"):
         check_releases(c, last)
