@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     trigger.add_argument("--years", type=int, nargs="*", help="registration years (default: CO2_YEARS)")
     trigger.add_argument("--source", help="'live' or a discodata http(s) URL (default: the stack's source)")
+    trigger.add_argument("--force-retrain", action="store_true", help="train even if nothing is new")
     trigger.add_argument("--force-promotion", action="store_true")
     trigger.add_argument("--no-wait", action="store_true", help="print the run id and return at once")
     trigger.set_defaults(handler=_trigger)
@@ -358,7 +359,11 @@ def _trigger(args: argparse.Namespace) -> int:
     home = local.co2_home()
     try:
         client = stack.client_for(home)
-        conf: dict[str, Any] = {"years": args.years or [], "force_promotion": args.force_promotion}
+        conf: dict[str, Any] = {
+            "years": args.years or [],
+            "force_retrain": args.force_retrain,
+            "force_promotion": args.force_promotion,
+        }
         if args.source:  # else the param's default: the stack's configured source
             conf["source"] = args.source
         run_id = client.trigger(stack.DAG_ID, conf)
@@ -373,6 +378,10 @@ def _trigger(args: argparse.Namespace) -> int:
                 break
             attempt = f" (try {ti.get('try_number')})" if (ti.get("try_number") or 0) > 1 else ""
             print(f"  {time.monotonic() - began:6.0f}s  {task_id:<28} {state}{attempt}", flush=True)
+        discovered = client.xcom(stack.DAG_ID, run_id, "discover")
+        if discovered:  # why the run trained, or why it stopped after discovery: on the run's page too
+            client.set_note(stack.DAG_ID, run_id, f"{discovered['reason']}. {discovered['discovery']['note']}.")
+            print(f"discovery: {discovered['reason']}")
     except (stack.StackError, httpx.HTTPError) as exc:
         print(f"co2 trigger: {exc}", file=sys.stderr)
         return 1

@@ -681,6 +681,18 @@ class AirflowClient:
         answer.raise_for_status()
         return {ti["task_id"]: ti for ti in answer.json()["task_instances"]}
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """What a task returned, or None if it returned nothing (or has not run)."""
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        return answer.json().get("value") if answer.status_code == 200 else None
+
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        """The run's note, shown on the run's page in the Airflow UI (at most 1,000 characters)."""
+        answer = self.http.patch(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", params={"update_mask": "note"}, json={"note": note[:1000]}
+        )
+        answer.raise_for_status()
+
     def follow(
         self, dag_id: str, run_id: str, timeout_seconds: float = 3600.0, poll_seconds: float = 2.0
     ) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -1,7 +1,9 @@
 """`co2 up` end to end: the real Airflow, MLflow, prediction service and Prometheus as processes.
 
 The tests run in order on one platform: a first triggered run promotes; a second, triggered from the
-Airflow UI's form in a real browser, promotes nothing; the pages a user opens work (the service's docs
+Airflow UI's form in a real browser, finds nothing new and trains nothing; a new EEA year published on
+the local discodata server reaches the service through the watcher, its Asset event and the run the
+scheduler starts on it; the pages a user opens work (the service's docs
 without a network, Prometheus from the README's links, MLflow's candidates with their metrics); a
 failed run fires its Prometheus alert through the StatsD bridge; a run survives its scheduler being
 killed; `co2 down` leaves nothing behind, and the same home comes back with the CeleryExecutor and a
@@ -82,10 +84,12 @@ def raw_snapshots(platform: LocalPlatform) -> dict[str, str]:
 
 
 def held_out_cars(platform: LocalPlatform, run_id: str, count: int = 300) -> pd.DataFrame:
-    """The run's own test split (real EEA rows the model never trained on), as the pipeline wrote it."""
+    """The run's own test split, its real EEA year only (rows the model never trained on), as the pipeline
+    wrote it: generated years never judge a model."""
     client = platform.airflow()
     split = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/preprocess/xcomEntries/return_value")
-    return pd.read_parquet(split.json()["value"]["test_path"]).head(count)
+    test = pd.read_parquet(split.json()["value"]["test_path"])
+    return test[test[col.YEAR] == 2021].head(count)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +138,8 @@ def test_triggered_run_promotes_and_the_service_follows(
     promoted_after = time.monotonic() - began
     assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
     assert {t for t, ti in tasks.items() if ti["state"] == "success"} == {
+        "discover",
+        "anything_new",
         "download",
         "validate",
         "preprocess",
@@ -145,6 +151,7 @@ def test_triggered_run_promotes_and_the_service_follows(
     version = production_version(local_platform)
     tags = registry(local_platform).get_model_version(MODEL, version).tags
     assert tags["co2.promoted"] == "true"
+    assert tags["co2.years"] == "2021,2022,2023"  # offline: the real sample and two generated years
     served_after = wait_served(local_platform, version, seconds=30)
 
     test = held_out_cars(local_platform, run_id)
@@ -201,14 +208,16 @@ def test_prometheus_scrapes_the_service_and_airflow(local_platform: LocalPlatfor
         assert (loaded[name]["health"], loaded[name]["state"]) == ("ok", "inactive"), loaded[name]
 
 
-def test_second_run_triggered_from_the_airflow_ui_form_promotes_nothing(
+def test_second_run_triggered_from_the_airflow_ui_form_finds_nothing_new(
     local_platform: LocalPlatform, browser: Browser
 ) -> None:
-    """Log in, open the DAG, open its Trigger form and submit it as it opens: every param's default is valid."""
+    """Log in, open the DAG, open its Trigger form and submit it as it opens: every param's default is valid.
+    Production was trained on these very tables: the run stops after discovery, a success, and says why."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
     before = production_version(local_platform)
+    versions = len(registry(local_platform).search_model_versions(f"name = '{MODEL}'"))
     airflow = local_platform.info["airflow_url"]
     password = json.loads((local_platform.home / "secrets.json").read_text())["admin_password"]
     browser.open(f"{airflow}/dags/{DAG_ID}")
@@ -217,7 +226,7 @@ def test_second_run_triggered_from_the_airflow_ui_form_promotes_nothing(
     browser.driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     browser.wait(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
     submit = browser.wait(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]")))
-    browser.wait_for_text("Run Parameters", "years", "source", "force_promotion")
+    browser.wait_for_text("Run Parameters", "years", "tables", "source", "force_retrain", "force_promotion")
     browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", submit)
     browser.shot("airflow-trigger-form")
     assert submit.is_enabled(), "the Trigger button is disabled: a param's default does not pass the form"
@@ -227,18 +236,64 @@ def test_second_run_triggered_from_the_airflow_ui_form_promotes_nothing(
 
     state, tasks = run_to_end(local_platform, run_id)
     assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
+    assert tasks["discover"]["state"] == tasks["anything_new"]["state"] == "success"
+    assert {tasks[t]["state"] for t in ("download", "preprocess", *TRAIN_TASKS, "register")} == {"skipped"}
     conf = local_platform.airflow().get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["conf"]
-    assert conf == {"years": [], "source": None, "force_promotion": False}, conf  # the defaults, as they opened
-    browser.open(f"{airflow}/dags/{DAG_ID}/runs/{run_id}")
-    browser.wait_for_text("register")
-    browser.shot("airflow-run-from-the-form")
+    assert conf == {  # the defaults, as they opened
+        "years": [],
+        "tables": None,
+        "source": None,
+        "force_retrain": False,
+        "force_promotion": False,
+    }, conf
+    reason = local_platform.airflow().xcom(DAG_ID, run_id, "discover")["reason"]
+    assert reason.startswith(f"nothing new: production version {before} was trained on co2cars_2021Fv24"), reason
+    browser.open(f"{airflow}/dags/{DAG_ID}/runs/{run_id}/tasks/anything_new")
+    browser.wait_for_text("anything_new")
+    browser.shot("airflow-run-nothing-new")
 
     assert production_version(local_platform) == before
-    client = registry(local_platform)
-    newest = max(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
-    assert int(newest.version) > int(before) and newest.tags["co2.promoted"] == "false", newest.tags
+    assert len(registry(local_platform).search_model_versions(f"name = '{MODEL}'")) == versions  # nothing trained
     time.sleep(3)  # longer than a poll
     assert local_platform.served_version() == before
+    (nothing_new,) = wait_for_series(local_platform, "co2_discovery_nothing_new")
+    assert nothing_new["value"][1] == "1"
+
+
+def test_a_new_eea_year_reaches_the_service_through_the_watcher(local_platform: LocalPlatform) -> None:
+    """Publish 2024 on the local discodata server; the watcher's run emits its Asset event; the scheduler
+    starts co2_retraining on it; that run trains on 2022-2024, promotes, and the service serves it."""
+    before = production_version(local_platform)
+    client = local_platform.airflow()
+    began = time.monotonic()
+    published = local_platform.co2("discodata-publish", "co2cars_2024Pv29")
+    assert "published co2cars_2024Pv29" in published.stdout
+
+    watch = client.trigger("co2_eea_releases", {})  # its daily run, now
+    for task_id, state, _ in client.follow("co2_eea_releases", watch, timeout_seconds=300):
+        if task_id == "__run__":
+            assert state == "success"
+    assert client.task_states("co2_eea_releases", watch)["check_releases"]["state"] == "success"
+
+    deadline = time.monotonic() + 120
+    runs: list[dict[str, Any]] = []
+    while not runs and time.monotonic() < deadline:
+        listed = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", run_type="asset_triggered").json()["dag_runs"]
+        runs = [r for r in listed if r["state"] in ("queued", "running", "success", "failed")]
+        time.sleep(1)
+    assert len(runs) == 1, "the scheduler did not start co2_retraining on the watcher's Asset event"
+    state, tasks = run_to_end(local_platform, runs[0]["dag_run_id"])
+    assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
+    version = production_version(local_platform)
+    assert int(version) > int(before)
+    tags = registry(local_platform).get_model_version(MODEL, version).tags
+    assert json.loads(tags["co2.eea_tables"]) == {
+        "2022": "co2cars_2022Fv26",
+        "2023": "co2cars_2023Pv27",
+        "2024": "co2cars_2024Pv29",
+    }
+    wait_served(local_platform, version, seconds=60)
+    print(f"\nrelease published to new version served: {time.monotonic() - began:.0f}s")
 
 
 def test_the_service_docs_work_without_a_network(local_platform: LocalPlatform, browser: Browser) -> None:
@@ -315,7 +370,7 @@ def test_mlflow_opens_the_candidates_with_their_metrics(
 
 
 def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, browser: Browser) -> None:
-    """`co2 trigger` on years the source has no table for: the run fails at download, Prometheus alerts.
+    """`co2 trigger` on years the source has no table for: the run fails at discovery, Prometheus alerts.
 
     The series comes from Airflow's own StatsD through the bridge, as compose's exporter gives it.
     """
@@ -328,7 +383,7 @@ def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, 
     assert progress, completed.stdout
     assert {state for _, state in progress} <= states, progress  # Airflow's names, never None
     last = dict(progress)
-    assert last["download"] == "failed" and last["register"] == "upstream_failed", progress
+    assert last["discover"] == "failed" and last["register"] == "upstream_failed", progress
     assert re.search(r"run \S+: failed after", completed.stdout)
 
     failed = 'airflow_dagrun_duration_seconds_count{job="airflow", dag_id="co2_retraining", state="failed"}'
@@ -348,7 +403,7 @@ def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, 
 
 def test_killed_scheduler_comes_back_and_the_run_finishes(local_platform: LocalPlatform) -> None:
     client = local_platform.airflow()
-    run_id = client.trigger(DAG_ID, {})
+    run_id = client.trigger(DAG_ID, {"force_retrain": True})
     snapshots: dict[str, str] = {}
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -391,7 +446,7 @@ def test_celery_worker_runs_the_training_tasks(local_platform: LocalPlatform) ->
     assert "airflow-worker-1" in local_platform.running()
     before = production_version(local_platform)
     client = local_platform.airflow()
-    run_id = client.trigger(DAG_ID, {})
+    run_id = client.trigger(DAG_ID, {"force_retrain": True})
     state, tasks = run_to_end(local_platform, run_id)
     assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
     worker_log = Path(local_platform.info["logs"]) / "airflow-worker-1.log"
