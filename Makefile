@@ -55,7 +55,7 @@ test: lint tools
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 bench: install
-	$(UV) run --frozen --no-sync python bench/pipeline_full_year.py
+	$(UV) run --frozen --no-sync python bench/pipeline_window.py
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(UV) run --frozen --no-sync python bench/serving_vs_mlflow_serve.py
 

@@ -1,11 +1,12 @@
-"""Grow the real 2021 sample into a realistic full year for the local discodata server.
+"""Grow the real 2021 sample into realistic full years for the local discodata server.
 
-About 100k distinct configurations (the real sample's cars, varied in mass, power, engine,
+Per year, about 100k distinct configurations (the real sample's cars, varied in mass, power, engine,
 fuel consumption and member state, CO2 moved consistently with the physics) registered about
 10 M times in all (a heavy-tailed count per configuration, as in the real data), written as one
-row per registration into a SQLite database that `co2 discodata-emulator --db` serves.
+row per registration into a SQLite database that `co2 discodata-emulator --db` serves. Years after
+2021 start from the sample drifted as co2.generated documents (more electric cars, heavier, less CO2).
 
-    python bench/generate_full_year.py --out bench/out/full_year.sqlite
+    python bench/generate_full_year.py --out bench/out/window.sqlite --years 2022 2023 2024
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import numpy as np
 import pandas as pd
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR / "include"))
+
+from co2.generated import SAMPLE_YEAR, eea_table, generate_year  # noqa: E402
+
 SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
 COLUMNS = [
     "Year",
@@ -58,7 +63,7 @@ def configurations(sample: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
     out["Ep (KW)"] = (picked["Ep (KW)"] * power_factor).round()
     fc_factor = rng.uniform(0.94, 1.06, count)
     out["Fc"] = (picked["Fc"] * fc_factor).round(1)
-    combustion = ~picked["Ft"].isin(["ELECTRIC", "HYDROGEN"])
+    combustion = ~picked["Ft"].str.upper().isin(["ELECTRIC", "HYDROGEN"])
     # CO2 follows fuel burnt: mass and power raise it, as fuel consumption does
     co2_factor = np.where(picked["Fc"].notna(), out["Fc"] / picked["Fc"], mass_factor**0.6 * power_factor**0.15)
     out["Ewltp (g/km)"] = np.where(combustion, (picked["Ewltp (g/km)"] * co2_factor).round(), 0.0)
@@ -77,10 +82,9 @@ def registrations(count: int, total: int, seed: int) -> np.ndarray:
     return np.maximum(1, np.round(weights / weights.sum() * total)).astype(np.int64)
 
 
-def write_database(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, table: str) -> int:
+def write_table(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, table: str) -> int:
     """One row per registration, expanded inside SQLite from (configuration, count)."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    db_path.unlink(missing_ok=True)
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
@@ -102,21 +106,25 @@ def write_database(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, tab
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "out" / "full_year.sqlite")
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "out" / "window.sqlite")
     parser.add_argument("--configurations", type=int, default=110_000)
     parser.add_argument("--registrations", type=int, default=10_000_000)
-    parser.add_argument("--table", default="co2cars_2021Fv24")
+    parser.add_argument("--years", type=int, nargs="+", default=[2021], help="one table each, the newest provisional")
     parser.add_argument("--seed", type=int, default=2021)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
     sample = pd.read_csv(SAMPLE_CSV, low_memory=False)
-    configs = configurations(sample, args.configurations, args.seed)
-    counts = registrations(len(configs), args.registrations, args.seed)
-    rows = write_database(configs, counts, args.out, args.table)
-    print(
-        f"wrote {rows:,} registrations of {len(configs):,} configurations to {args.out} "
-        f"({args.out.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s"
-    )
+    args.out.unlink(missing_ok=True)
+    for year in sorted(args.years):
+        started = time.perf_counter()
+        table = eea_table(year, final=year != max(args.years))
+        drifted = sample if year <= SAMPLE_YEAR else generate_year(sample, year, seed=args.seed)
+        configs = configurations(drifted, args.configurations, args.seed + year)
+        counts = registrations(len(configs), args.registrations, args.seed + year)
+        rows = write_table(configs, counts, args.out, table)
+        print(
+            f"wrote {rows:,} registrations of {len(configs):,} configurations to {table} in {args.out} "
+            f"({args.out.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.0f} s"
+        )
     return 0
 
 

@@ -79,7 +79,7 @@ def register(
         "co2.years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
         "co2.source_url": str(lineage.get("raw_metadata", {}).get("source_url", "")),
         **release_tags(lineage.get("raw_metadata", {})),
-        **aging_tags(client.get_run(winner["run_id"]).data.metrics),
+        **(aging_tags(client.get_run(winner["run_id"]).data.metrics) if winner.get("run_id") else {}),
         "co2.validation": "passed",
         "co2.promoted": str(comparison["promote"]).lower(),
         "co2.decision": comparison["reason"][:5000],
