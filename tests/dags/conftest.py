@@ -3,6 +3,7 @@ DAGs as the DAG processor parses them, and one DAG run through `dag.test()` with
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -58,11 +59,16 @@ def run(dag, platform: dict[str, Any], discodata_url: str, conf: dict | None = N
         **env,
     }
     saved = {k: os.environ.get(k) for k in values}
+    # dag.test() leaves the run's conf in the DAG's and tasks' params: the next run starts clean
+    params = copy.deepcopy(dag.params), {task.task_id: copy.deepcopy(task.params) for task in dag.tasks}
     os.environ.update(values)
     get_settings.cache_clear()
     try:
         dagrun = dag.test(run_conf=conf or {})
     finally:
+        dag.params = params[0]
+        for task in dag.tasks:
+            task.params = params[1][task.task_id]
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
