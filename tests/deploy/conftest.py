@@ -3,7 +3,8 @@
 - `airflow_statsd_lines`: Airflow 3 as the compose stack runs it (deploy/airflow/init.sh, then API server with
   its admin login, scheduler, DAG processor; the LocalExecutor instead of Celery), StatsD on with InfluxDB-style
   tags as in docker-compose.yaml, two runs of `co2_retraining` (one that fails in `download`, one that
-  succeeds) against the real emulator and MLflow; a UDP listener records every line.
+  succeeds) and one of the watcher `co2_eea_releases` against the real emulator and MLflow; a UDP listener
+  records every line.
 - `api_metrics_text`: the prediction service's /metrics after it loaded a real model and answered requests.
 - `mlflow_stack`: MLflow with the compose file's arguments; `prometheus_url`: Prometheus with deploy/prometheus/.
 """
@@ -44,6 +45,7 @@ from tests.serving.conftest import (  # noqa: F401  (sample_splits is a fixture 
 DEPLOY_DIR = PROJECT_DIR / "deploy"
 STATSD_PREFIX = "airflow"
 DAG_ID = "co2_retraining"
+WATCHER_ID = "co2_eea_releases"
 ADMIN = "admin"
 RUNS_TIMEOUT_SECONDS = 600
 INIT_CHECKED_SECRETS = (
@@ -127,7 +129,9 @@ def run_init_script(env: dict[str, str], extra: dict[str, str]) -> subprocess.Co
     )
 
 
-def wait_for_runs(client: httpx.Client, run_ids: list[str], processes: list[ManagedProcess]) -> dict[str, str]:
+def wait_for_runs(
+    client: httpx.Client, run_ids: list[str], processes: list[ManagedProcess], dag_id: str = DAG_ID
+) -> dict[str, str]:
     """The final state of each run; fails early if a server died."""
     deadline = time.monotonic() + RUNS_TIMEOUT_SECONDS
     states: dict[str, str] = {}
@@ -136,7 +140,7 @@ def wait_for_runs(client: httpx.Client, run_ids: list[str], processes: list[Mana
             assert process.process.poll() is None, f"{process.name} died:\n{tail(process.log_path, 40)}"
         for run_id in run_ids:
             try:
-                states[run_id] = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+                states[run_id] = client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
             except httpx.TimeoutException:  # the API server is busy starting tasks on a small machine
                 continue
         if all(state in ("success", "failed") for state in states.values()):
@@ -199,6 +203,14 @@ def airflow_statsd_lines(
         client.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
         states = wait_for_runs(client, run_ids, servers)
         assert [states[r] for r in run_ids] == ["failed", "success"], states
+        # the daily watcher's first look at the listing: every table is new to it, an Asset event (the
+        # retraining DAG paused first: the two runs above are the ones the tests count)
+        client.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": True}).raise_for_status()
+        watcher = client.post(f"/api/v2/dags/{WATCHER_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+        assert watcher.status_code == 200, watcher.text
+        client.patch(f"/api/v2/dags/{WATCHER_ID}", json={"is_paused": False}).raise_for_status()
+        watched = wait_for_runs(client, [watcher.json()["dag_run_id"]], servers, WATCHER_ID)
+        assert set(watched.values()) == {"success"}, watched
         time.sleep(3)  # the scheduler's last lines of a finished run
     finally:
         for server in reversed(servers):

@@ -18,6 +18,7 @@ RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 ALERTS = {
     "CO2RetrainingFailed",
     "CO2RetrainingOverdue",
+    "CO2ReleaseDiscoveryFallingBack",
     "CO2PredictionServiceNotReady",
     "CO2RegistryUnreachable",
     "CO2PredictionErrorRate",

@@ -56,11 +56,13 @@ def test_the_run_sent_the_names_the_mapping_expects(airflow_statsd_lines: list[s
 
 def test_dag_runs_are_labelled_by_dag_and_outcome(exporter: StatsdExporter) -> None:
     runs = {(s["dag_id"], s["state"]) for s in series(exporter, "airflow_dagrun_duration_seconds_count")}
-    assert runs == {("co2_retraining", "success"), ("co2_retraining", "failed")}
+    assert runs == {("co2_retraining", "success"), ("co2_retraining", "failed"), ("co2_eea_releases", "success")}
     success = next(
         found
         for (name, labels), found in exporter.series.items()
-        if name == "airflow_dagrun_duration_seconds" and ("state", "success") in labels
+        if name == "airflow_dagrun_duration_seconds"
+        and ("state", "success") in labels
+        and ("dag_id", "co2_retraining") in labels
     )
     assert success.kind == "histogram" and success.count == 1
     assert 10 < success.total < 3600  # seconds, not milliseconds
@@ -68,12 +70,15 @@ def test_dag_runs_are_labelled_by_dag_and_outcome(exporter: StatsdExporter) -> N
 
 def test_tasks_are_labelled_by_dag_task_and_state(exporter: StatsdExporter) -> None:
     durations = {(s["dag_id"], s["task_id"]) for s in series(exporter, "airflow_task_duration_seconds_count")}
-    assert durations == {("co2_retraining", task) for task in TASKS}
+    assert durations == {("co2_retraining", task) for task in TASKS} | {("co2_eea_releases", "check_releases")}
     finished = {(s["task_id"], s["state"]) for s in series(exporter, "airflow_task_finished_total")}
     assert {(task, "success") for task in TASKS} | {("download", "failed")} <= finished
     # a task retried on a busy machine adds its up_for_retry: any state, but only Airflow's names
     assert {state for _, state in finished} <= {state.value for state in TaskInstanceState}, finished
-    assert {s["dag_id"] for s in series(exporter, "airflow_task_finished_total")} == {"co2_retraining"}
+    assert {s["dag_id"] for s in series(exporter, "airflow_task_finished_total")} == {
+        "co2_retraining",
+        "co2_eea_releases",
+    }
 
 
 def test_the_pipeline_figures_are_mapped(exporter: StatsdExporter) -> None:
