@@ -243,3 +243,36 @@ def test_the_watcher_sees_a_new_year_a_new_version_and_a_final_table(serve: Any)
     empty = serve(listing("co2cars"))
     with client(empty.url) as c, pytest.raises(DiscodataError, match=r"names no CO2Emission\.latest"):
         check_releases(c, last)
+
+
+def test_a_run_trains_only_on_data_production_has_not_seen() -> None:
+    from co2.pipeline.discover import decide
+    from co2.releases import Discovery
+
+    found = Discovery(
+        tables={2023: "co2cars_2023Fv28", 2024: "co2cars_2024Pv29"},
+        available={2023: "co2cars_2023Fv28", 2024: "co2cars_2024Pv29"},
+        tables_from="metadata",
+        note="",
+        rows={"co2cars_2023Fv28": 10_700_000, "co2cars_2024Pv29": 10_800_000},
+        source_url="https://discodata.eea.europa.eu",
+    )
+    same = found.fingerprint()
+    assert decide(found, None, None, force=False) == (
+        True,
+        f"training on {', '.join(found.tables.values())}: no production model yet",
+    )
+    retrain, reason = decide(found, "7", same, force=False)
+    assert not retrain and reason.startswith("nothing new: production version 7 was trained on co2cars_2023Fv28")
+    assert "force_retrain" in reason
+    retrain, reason = decide(found, "7", same, force=True)
+    assert retrain and "(forced)" in reason
+    # a revised table (more rows), another version, another source: new data
+    for changed in (
+        Discovery(**{**found.__dict__, "rows": {**found.rows, "co2cars_2024Pv29": 10_900_000}}),
+        Discovery(**{**found.__dict__, "tables": {2023: "co2cars_2023Fv28", 2024: "co2cars_2024Fv30"}}),
+        Discovery(**{**found.__dict__, "source_url": "http://127.0.0.1:8765"}),
+    ):
+        assert changed.fingerprint() != same
+        retrain, reason = decide(changed, "7", same, force=False)
+        assert retrain and "new data since production version 7" in reason
