@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also serve these years, generated from the CSV's rows with documented drift (co2.generated)",
     )
+    emulator.add_argument(
+        "--publish-log", type=Path, help="keep publications in this file and publish them again at start"
+    )
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument(
@@ -131,6 +134,8 @@ def _emulator(args: argparse.Namespace) -> int:
     else:
         try:
             db = DiscodataDatabase.from_csv(args.csv, settings, args.generate_years)
+            if args.publish_log:
+                db.replay(args.publish_log)
         except ValueError as exc:
             print(f"co2: {exc}", file=sys.stderr)
             return 2

@@ -231,6 +231,7 @@ class DiscodataDatabase:
         self._descriptions: dict[str, str] = {}
         self._listed_only: set[str] = set()
         self.sample: pd.DataFrame | None = None  # the real rows new years are generated from
+        self.publish_log: Path | None = None  # where publications are kept, to be replayed at the next start
         if path is None:
             folder = tempfile.mkdtemp(prefix="co2-discodata-")  # mode 0700
             weakref.finalize(self, shutil.rmtree, folder, True)
@@ -292,6 +293,7 @@ class DiscodataDatabase:
         if listed_only:
             self._listed_only.add(table)
             log.info("emulator_table_listed", table=table)
+            self._remember(table, listed_only=True)
             return 0
         if self._writer is None:
             raise PermissionError("this database was opened from a file and is served read-only: publish needs --csv")
@@ -311,7 +313,23 @@ class DiscodataDatabase:
             raise ValueError(f"no rows to publish {table} from: load a CSV of a year before {release.year}")
         self.append(table, rows, description)
         log.info("emulator_table_published", table=table, rows=len(rows), generated=bool(description))
+        self._remember(table, listed_only=False)
         return len(rows)
+
+    def _remember(self, table: str, *, listed_only: bool) -> None:
+        if self.publish_log is not None:
+            with self.publish_log.open("a", encoding="utf-8") as log_file:
+                log_file.write(json.dumps({"table": table, "listed_only": listed_only}) + "\n")
+
+    def replay(self, publish_log: Path) -> None:
+        """Publish again what `publish_log` recorded (the generated rows come out the same), then record there.
+
+        A restarted server thus lists what it listed before, as the real service keeps its releases."""
+        if publish_log.exists():
+            for line in publish_log.read_text(encoding="utf-8").splitlines():
+                entry = json.loads(line)
+                self.publish(str(entry["table"]), listed_only=bool(entry.get("listed_only")))
+        self.publish_log = publish_log
 
     def listing(self, base_url: str = "") -> list[dict[str, Any]]:
         """The tables as discodata's `GET /md/` lists them (database, schema, tables, columns)."""

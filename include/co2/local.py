@@ -259,6 +259,7 @@ def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV
     command = [
         *(executable("co2"), "discodata-emulator", "--csv", str(csv_path), "--host", host, "--port", str(port)),
         *("--generate-years", *map(str, OFFLINE_YEARS)),
+        *("--publish-log", str(home / "discodata-published.jsonl")),  # releases survive a restart
     ]
     return start(
         "discodata-emulator", command, f"http://{host}:{port}/health", home / "logs" / "discodata-emulator.log"

@@ -299,6 +299,7 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
         serve_sample = [
             *("discodata-emulator", "--csv", str(SAMPLE_CSV), "--host", plan.host),
             *("--generate-years", *map(str, OFFLINE_YEARS)),
+            *("--publish-log", str(plan.home / "discodata-published.jsonl")),  # releases survive a restart
         ]
         stack.append(
             Component(

@@ -468,3 +468,24 @@ def test_a_database_file_is_not_published_to(big_url: str) -> None:
     answer = httpx.post(f"{big_url}/_emulator/publish", json={"table": "co2cars_2024Pv29"}, timeout=30)
     assert answer.status_code == 400 and "read-only" in answer.json()["errors"][0]["error"]
     assert "co2cars_2024Pv29" not in listed(big_url)
+
+
+def test_a_restarted_server_lists_what_it_published(sample_frame: pd.DataFrame, tmp_path: Path) -> None:
+    csv = tmp_path / "sample.csv"
+    sample_frame.to_csv(csv, index=False)
+    journal = tmp_path / "published.jsonl"
+    first = DiscodataDatabase.from_csv([csv], Settings(), generate_years=[2022])
+    first.replay(journal)  # nothing yet
+    first.publish("co2cars_2023Pv27")
+    first.publish("co2cars_2023Fv28")
+    first.publish("co2cars_2024Pv29", listed_only=True)
+    with pytest.raises(ValueError, match="published already"):
+        first.publish("co2cars_2023Pv27")  # refused: not recorded
+
+    again = DiscodataDatabase.from_csv([csv], Settings(), generate_years=[2022])
+    again.replay(journal)
+    assert again.listing() == first.listing()
+    for table in ("co2cars_2023Pv27", "co2cars_2023Fv28"):  # the same rows: generated with the same seeds
+        read = f"SELECT * FROM [{table}] ORDER BY [ID]"
+        assert again._read_one(read) == first._read_one(read)
+    assert len(journal.read_text().splitlines()) == 3
