@@ -48,10 +48,6 @@ class Release:
     description: str = field(default="", compare=False)
 
     @property
-    def status(self) -> str:
-        return "final" if self.final else "provisional"
-
-    @property
     def generated(self) -> bool:
         return self.description.startswith(GENERATED_MARKER)
 
@@ -122,10 +118,6 @@ class Discovery:
     def years(self) -> list[int]:
         return sorted(self.tables)
 
-    @property
-    def fallback(self) -> bool:
-        return self.tables_from == "fallback"
-
     def fingerprint(self) -> str:
         """What the trained data is: the source, each table and its row count. Equal fingerprints, same data."""
         content: dict[str, Any] = {
@@ -143,18 +135,6 @@ class Discovery:
             "years": self.years,
             "fingerprint": self.fingerprint(),
         }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Discovery:
-        return cls(
-            tables={int(y): str(t) for y, t in data["tables"].items()},
-            available={int(y): str(t) for y, t in data["available"].items()},
-            tables_from=data["tables_from"],
-            note=str(data["note"]),
-            rows=dict(data.get("rows") or {}),
-            generated=list(data.get("generated") or []),
-            source_url=str(data.get("source_url") or ""),
-        )
 
 
 def window(available: Mapping[int, str], years: Iterable[int], newest: int) -> dict[int, str]:
