@@ -23,7 +23,7 @@ install:
 # The deployment checks (tests/deploy) and the platform's browser tests (tests/platform) run these;
 # an apt index is fetched only if an install needs it.
 APT_TOOLS := docker-compose:docker-compose promtool:prometheus prometheus:prometheus \
-	chromium:chromium chromedriver:chromium-driver
+	chromium:chromium chromedriver:chromium-driver alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 tools:
 	@for pair in $(APT_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null && continue; \
