@@ -55,7 +55,11 @@ def predictions(model: Any, inputs: pd.DataFrame) -> np.ndarray:
 
 def evaluate(model: Any, test: pd.DataFrame) -> dict[str, float]:
     """Score any object with `predict(DataFrame)` on a split, over the cars it answers."""
-    predicted = predictions(model, test[col.MODEL_INPUT_COLUMNS])
+    return score_predictions(test, predictions(model, test[col.MODEL_INPUT_COLUMNS]))
+
+
+def score_predictions(test: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² of a split's predictions, over the cars answered (a NaN is a refusal)."""
     answered = ~np.isnan(predicted)
     return score(test[col.TARGET][answered], predicted[answered], test[col.REGISTRATIONS][answered])
 

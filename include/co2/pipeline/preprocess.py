@@ -137,6 +137,23 @@ def aggregate(split: pd.DataFrame, keep: tuple[str, ...] = ()) -> pd.DataFrame:
     return grouped.reset_index()
 
 
+# Makes listed by name in the lineage's registration counts; the rest are summed as "other".
+TOP_MAKES = 15
+
+
+def registrations_by(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Registrations per year, member state, fuel type and make (the biggest makes): what the run report
+    shows of the data, counted here where every cleaned row is at hand."""
+    counts: dict[str, dict[str, int]] = {}
+    for by in (col.YEAR, col.MEMBER_STATE, col.FUEL_TYPE, col.MAKE):
+        sums = frame.groupby(frame[by].astype("string").fillna("missing"))[col.REGISTRATIONS].sum()
+        sums = sums.sort_values(ascending=False, kind="stable")
+        if by == col.MAKE and len(sums) > TOP_MAKES:
+            sums = pd.concat([sums.head(TOP_MAKES), pd.Series({"other": sums.iloc[TOP_MAKES:].sum()})])
+        counts[by] = {str(key): int(value) for key, value in sums.items()}
+    return counts
+
+
 def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: float, split_salt: str) -> PreprocessResult:
     """Clean, split and write the processed splits with their lineage."""
     raw = pd.read_parquet(snapshot_path)
@@ -177,6 +194,7 @@ def preprocess(snapshot_path: Path, processed_root: Path, *, test_fraction: floa
         "rows_in": rows_in,
         "registrations_in": registrations_in,
         "removed_by_rule": removed_by_rule,
+        "registrations_by": registrations_by(frame),
         "registrations_removed": registrations_removed,
         "untrusted_fuel_consumption_states": untrusted,
         "split": {"method": "configuration hash", "salt": split_salt, "test_fraction": test_fraction},

@@ -12,8 +12,10 @@ that means something (a thousandth of a g/km, four decimals of R²); the ranking
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,22 @@ from typing import Any
 import pandas as pd
 
 from co2 import columns as col
-from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate
+from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate, predictions, score_predictions
 from co2.experiment import prepare_experiment, rounded
-from co2.files import read_json
-from co2.logs import get_logger, route_mlflow_logging
+from co2.files import read_json, write_parquet
+from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import log_model, mlflow_client
 from co2.model import FAMILIES, build_model, fit, supports_sample_weight
 from co2.pipeline.preprocess import aggregate
 from co2.settings import Settings
+from co2.training_summary import summarise
 
 log = get_logger("co2.train")
+
+# The column of a candidate's predictions file (`Candidate.predictions_path`).
+PREDICTED = "predicted_g_km"
+# MLflow keeps a dataset digest of at most 36 characters: the start of the split file's sha256.
+DIGEST_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Candidate:
     r2: float
     train_seconds: float
     backtest_mae_g_km: float | None = None
+    predictions_path: str = ""  # its WLTP CO2 for each car of the test split, in the split's order
 
     @property
     def name(self) -> str:
@@ -71,7 +80,9 @@ def train_family(
     train = aggregate(by_year.drop(columns=[col.YEAR], errors="ignore"))  # a configuration's years as one
     test = pd.read_parquet(lineage["test"]["path"])
     client = mlflow_client(settings)  # points mlflow at the tracking server, fails clearly if it is down
+    splits = split_datasets(lineage, train, test)
     experiment_id = prepare_experiment(client, settings.experiment_name)
+    summary = summarise(train)  # stored with each model: where a car sits among the training cars
     candidates = []
     for with_make in (False, True):
         name = f"{family}{'_with_make' if with_make else ''}"
@@ -83,7 +94,11 @@ def train_family(
         seconds = time.perf_counter() - started
         calibration = calibration_rows(test, settings.split_salt)
         calibrate_intervals(model, test, calibration)
-        metrics = evaluate(model, test)
+        predicted = predictions(model, test[col.MODEL_INPUT_COLUMNS])
+        metrics = score_predictions(test, predicted)
+        predictions_path = Path(lineage_path).parent / "predictions" / f"{name}.parquet"
+        predictions_path.parent.mkdir(exist_ok=True)
+        write_parquet(pd.DataFrame({PREDICTED: predicted}), predictions_path)
         details = describe(model, test, ~calibration)
         aging = backtest(family, with_make, by_year, test, settings)
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
@@ -111,13 +126,15 @@ def train_family(
                     **{f"regressor__{k}": v for k, v in _regressor_params(model).items()},
                 }
             )
-            mlflow.log_metrics(rounded({**metrics, "train_seconds": seconds, **details, **aging}))
+            mlflow.log_metrics(rounded({"train_seconds": seconds, **details, **aging}))
             mlflow.log_dict(lineage, "lineage.json")
+            mlflow.log_input(splits["train"], context="training")
             with warnings.catch_warnings():
                 # skops looks each numpy ufunc up in every loaded module, touching Airflow's deprecated
                 # module attributes: a thousand DeprecatedImportWarnings per model in the task log
                 warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
-                model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
+                model_uri = log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5), training_summary=summary)
+            log_model_evaluation(metrics, test, predicted, splits["test"])
         candidate = Candidate(
             family,
             with_make,
@@ -126,12 +143,77 @@ def train_family(
             **metrics,
             train_seconds=round(seconds, 2),
             backtest_mae_g_km=aging.get("backtest_mae_g_km"),
+            predictions_path=str(predictions_path),
         )
         log.info(
             "train_finished", candidate=name, run_id=run.info.run_id, seconds=round(seconds, 1), **rounded(metrics)
         )
         candidates.append(candidate)
     return candidates
+
+
+def split_datasets(lineage: dict[str, Any], train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    """Train and test as MLflow datasets, for each run's Datasets panel: their file as source and the
+    start of its sha256 (the lineage's) as digest."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    with _quiet_dataset_hints():
+        return {
+            split: from_pandas(
+                frame,
+                source=lineage[split]["path"],
+                targets=col.TARGET,
+                name=split,
+                digest=lineage[split]["sha256"][:DIGEST_CHARS],
+            )
+            for split, frame in (("train", train), ("test", test))
+        }
+
+
+@contextlib.contextmanager
+def _quiet_dataset_hints() -> Iterator[None]:
+    """MLflow warns that a local path "can be interpreted in multiple ways" (two names for one source
+    class) and that integer columns cannot hold missing values (the registrations never miss): neither
+    is a problem, and each would show in the task log as a warning on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column", UserWarning)
+        yield
+
+
+def log_model_evaluation(metrics: dict[str, float], test: pd.DataFrame, predicted: Any, test_set: Any) -> None:
+    """Attach the test split's metrics to the logged model (its page lists them with the dataset), and
+    let MLflow's regressor evaluation score the same predictions, each car weighted by its registrations."""
+    import mlflow
+    import numpy as np
+    from mlflow.data.pandas_dataset import from_pandas
+
+    logged = mlflow.last_logged_model()
+    if logged is None:
+        raise RuntimeError("no model was logged in this run: log it before attaching its evaluation")
+    model_id = logged.model_id
+    mlflow.log_metrics(rounded(metrics), model_id=model_id, dataset=test_set)
+    answered = ~np.isnan(predicted)
+    scored = test.loc[answered, [col.TARGET]].assign(**{PREDICTED: predicted[answered]})
+    with _quiet_dataset_hints():
+        data = from_pandas(
+            scored,
+            source=test_set.source,
+            targets=col.TARGET,
+            predictions=PREDICTED,
+            name="test",
+            digest=test_set.digest,
+        )
+    with printed_as_info("mlflow"), _quiet_dataset_hints():
+        mlflow.models.evaluate(
+            data=data,
+            model_type="regressor",
+            model_id=model_id,
+            evaluator_config={
+                "sample_weights": test.loc[answered, col.REGISTRATIONS].to_numpy(),
+                "log_model_explainability": False,
+            },
+        )
 
 
 def backtest(
