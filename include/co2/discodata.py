@@ -43,6 +43,10 @@ class DiscodataError(RuntimeError):
     """The service could not give the rows: it kept failing, or it refused the query."""
 
 
+class DiscodataUnavailableError(DiscodataError):
+    """The service kept failing (5xx, time-outs, refused connections) through every retry."""
+
+
 class DiscodataQueryError(DiscodataError):
     """The service refused the query (unknown table or column, bad syntax): retrying cannot help."""
 
@@ -239,7 +243,7 @@ class DiscodataClient:
             except httpx.TransportError as exc:  # refused, reset, dropped mid-answer
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             if attempt == self.retries:
-                raise DiscodataError(
+                raise DiscodataUnavailableError(
                     f"discodata at {self.base_url} failed {self.retries + 1} times for {what}, last: {problem}; "
                     "check that the service is up (CO2_DISCODATA_URL) or raise CO2_HTTP_RETRIES"
                 )

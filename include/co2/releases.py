@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from co2.discodata import DiscodataClient, DiscodataError
+from co2.discodata import DiscodataClient, DiscodataError, DiscodataUnavailableError
 from co2.logs import get_logger
 from co2.settings import Settings
 
@@ -162,6 +162,7 @@ def discover(
     """Choose the tables of a run: the run's `tables`, else CO2_EEA_TABLES when set, else the listing's
     newest release per year (the configured tables if the listing cannot be read); then the years."""
     generated: list[str] = []
+    answering = True
     if tables:
         available, tables_from = dict(tables), "params"
         note = "tables named by the run's `tables` param"
@@ -169,9 +170,11 @@ def discover(
         available, tables_from = dict(settings.eea_tables), "settings"
         note = "tables named by CO2_EEA_TABLES (no discovery)"
     else:
-        available, tables_from, note, generated = _from_listing(settings, client)
+        available, tables_from, note, generated, answering = _from_listing(settings, client)
     chosen = window(available, years or settings.years, settings.window_years)
-    rows = {table: _count(client, table) for table in chosen.values()}
+    # a service that did not answer the listing through every retry is not asked to count either (the
+    # rows stay unknown, and the download says why): that would spend every retry again per table
+    rows = {table: _count(client, table) if answering else None for table in chosen.values()}
     described = ", ".join(f"{y}: {t}" for y, t in chosen.items())
     return Discovery(
         tables=chosen,
@@ -184,10 +187,14 @@ def discover(
     )
 
 
-def _from_listing(settings: Settings, client: DiscodataClient) -> tuple[dict[int, str], str, str, list[str]]:
+def _from_listing(settings: Settings, client: DiscodataClient) -> tuple[dict[int, str], str, str, list[str], bool]:
+    """Tables per year, where they came from, why, the generated ones, and whether the service answered."""
     fallback = dict(settings.eea_tables)
+    answering = True
     try:
         listing = client.metadata()
+    except DiscodataUnavailableError as exc:
+        reason, answering = f"discodata did not answer for its metadata listing ({exc})", False
     except DiscodataError as exc:
         reason = f"discodata's metadata listing could not be read ({exc})"
     else:
@@ -205,10 +212,11 @@ def _from_listing(settings: Settings, client: DiscodataClient) -> tuple[dict[int
                 "metadata",
                 "newest release of each year in discodata's metadata listing",
                 [r.table for r in newest.values() if r.generated],
+                True,
             )
         reason = f"discodata's metadata listing names no {DATABASE}.{SCHEMA} co2cars_<year><F|P>v<n> table"
     log.warning("releases_fallback", reason=reason, tables=",".join(fallback.values()))
-    return fallback, "fallback", f"{reason}: fell back to the configured tables", []
+    return fallback, "fallback", f"{reason}: fell back to the configured tables", [], answering
 
 
 def _count(client: DiscodataClient, table: str) -> int | None:

@@ -201,8 +201,16 @@ def test_an_unreadable_listing_falls_back_to_the_configured_tables(
 def test_an_unreachable_service_falls_back_too() -> None:
     with client(f"http://127.0.0.1:{free_port()}") as c:  # nothing listens there
         found = discover(Settings(), c)
-    assert found.tables_from == "fallback" and "could not be read" in found.note
+    assert found.tables_from == "fallback" and "did not answer" in found.note
     assert set(found.rows.values()) == {None}  # not counted: the download will say why
+
+
+def test_a_service_failing_through_every_retry_is_not_asked_to_count(serve: Any) -> None:
+    server = serve({}, 503)
+    with client(server.url) as c:
+        found = discover(Settings(), c)
+    assert found.tables_from == "fallback" and set(found.rows.values()) == {None}
+    assert server.requests and all(p.startswith("/md") for p in server.requests)  # the listing's retries only
 
 
 def test_tables_named_in_settings_or_params_win_without_reading_the_listing(serve: Any) -> None:
