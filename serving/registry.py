@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from co2.mlflow_utils import (
 from co2.model import Answers, Columns, answer_columns, input_columns, predict_columns
 from co2.redact import redact_urls
 from co2.settings import Settings
+from co2.training_summary import TrainingSummary, from_metadata
 from serving import metrics
 
 log = get_logger("co2.serving.registry")
@@ -47,6 +49,7 @@ class LoadedModel:
     metrics: dict[str, float]
     lineage: dict[str, str]
     input_ranges: dict[str, list[float]]
+    training_summary: TrainingSummary | None = None
 
     def predict(self, cars: Columns) -> np.ndarray:
         return predict_columns(self.model, cars)
@@ -54,6 +57,44 @@ class LoadedModel:
     def answer(self, cars: Columns) -> Answers:
         """Each car's CO2 with how it was made (`ambiguous`: the inputs do not say what kind of car)."""
         return answer_columns(self.model, cars)
+
+
+# The version's tags that say what it was trained on (with every `...sha256`), and the metrics it is judged by:
+# the test split's, per registration year (`mae_g_km.year.2023`) and the next-year backtest's.
+LINEAGE_TAGS = (
+    "co2.years",
+    "co2.source_url",
+    "co2.candidate",
+    "co2.eea_tables",
+    "co2.eea_tables_from",
+    "co2.generated_tables",
+)
+METRIC_TAGS = ("co2.mae_g_km", "co2.rmse_g_km", "co2.r2")
+METRIC_TAG_PREFIXES = ("co2.mae_g_km.year.", "co2.backtest_")
+
+
+def _metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The version's metrics from its tags; one that is not a finite number is left out, not fatal."""
+    found = {}
+    for key, value in tags.items():
+        if key in METRIC_TAGS or key.startswith(METRIC_TAG_PREFIXES):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(number):
+                found[key.removeprefix("co2.")] = number
+    return found
+
+
+def _training_summary(metadata: Any, version: Any) -> TrainingSummary | None:
+    """The summary of the training cars stored with the version, if any; a malformed one is dropped
+    (the version is served without it) and logged."""
+    try:
+        return from_metadata(metadata)
+    except ValueError as exc:
+        log.warning("training_summary_refused", version=version, error=str(exc)[:300])
+        return None
 
 
 class RefusedModelError(ValueError):
@@ -164,7 +205,9 @@ class ModelFollower:
                 client, self.settings.mlflow_tracking_uri, self.settings.model_name, str(version.version), tmp
             )
             model = load_trusted_model(local)  # refuses before deserializing anything untrusted
-            example = Model.load(local).load_input_example(local)
+            mlmodel = Model.load(local)
+            example = mlmodel.load_input_example(local)
+        summary = _training_summary(mlmodel.metadata, version.version)
         if example is None:
             raise RefusedModelError("it has no input example to check it with")
         frame = pd.DataFrame(example).reindex(columns=col.MODEL_INPUT_COLUMNS)
@@ -193,20 +236,13 @@ class ModelFollower:
             run_id=version.run_id,
             model=model,
             loaded_at=datetime.now(UTC),
-            metrics={
-                k.removeprefix("co2."): float(v)
-                for k, v in tags.items()
-                if k in ("co2.mae_g_km", "co2.rmse_g_km", "co2.r2")
-            },
+            metrics=_metrics(tags),
             # a source URL can carry credentials: shown without them
             lineage=redact_urls(
-                {
-                    k.removeprefix("co2."): v
-                    for k, v in tags.items()
-                    if k.endswith("sha256") or k in ("co2.years", "co2.source_url", "co2.candidate")
-                }
+                {k.removeprefix("co2."): v for k, v in tags.items() if k.endswith("sha256") or k in LINEAGE_TAGS}
             ),
             input_ranges=dict(getattr(features, "input_ranges_", {}) or {}),
+            training_summary=summary,
         )
 
     async def run(self) -> None:

@@ -6,23 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from co2.inputs import MEASURED
-from co2.vocabulary import FUEL_TYPES
+from co2.inputs import EXAMPLE_CAR, MEASURED
+from co2.training_summary import TrainingSummary
+from co2.vocabulary import FUEL_MODES, FUEL_TYPES
 
 MAX_BATCH_CARS = 10_000
 # Room for the longest EEA fuel type with some blanks around it, and for any make (the EEA's
 # longest is ~20 characters): enough for every real car, and a bound on what a request can carry.
 FUEL_TYPE_MAX_CHARS = 32
 MAKE_MAX_CHARS = 64
-EXAMPLE_CAR: dict[str, Any] = {
-    "mass_kg": 1280,
-    "engine_capacity_cm3": 999,
-    "engine_power_kw": 81,
-    "fuel_type": "PETROL",
-    "fuel_consumption_l_100km": 5.3,
-    "eco_innovation_savings_g_km": 1.1,
-    "make": "VOLKSWAGEN",
-}
+FUEL_MODE_PATTERN = f"^[{''.join(mode + mode.lower() for mode in FUEL_MODES)}]$"
 
 
 def _measured(name: str) -> Any:
@@ -57,8 +50,9 @@ class Car(BaseModel):
     fuel_mode: str | None = Field(
         None,
         max_length=1,
-        pattern="^[MmBbFfHhPpEe]$",
-        description="EEA fuel mode (Fm): M mono, B bi, F flex, H hybrid, P plug-in, E electric",
+        pattern=FUEL_MODE_PATTERN,
+        description="EEA fuel mode (Fm), either case: "
+        + ", ".join(f"{mode} {meaning}" for mode, meaning in FUEL_MODES.items()),
     )
     test_mass_kg: float | None = _measured("test_mass_kg")
     electric_consumption_wh_km: float | None = _measured("electric_consumption_wh_km")
@@ -141,6 +135,11 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float]
     lineage: dict[str, str]
     input_ranges: dict[str, list[float]]
+    training_summary: TrainingSummary | None = Field(
+        default=None,
+        description="The training cars: per fuel type, the registration-weighted percentiles of their WLTP CO2, "
+        "and the makes by registrations (null: the version was trained before this was recorded)",
+    )
 
 
 class Health(BaseModel):

@@ -8,6 +8,7 @@ everywhere: a value the pipeline would drop as impossible is also refused at the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,15 @@ MEASURED_INPUTS: tuple[MeasuredInput, ...] = (
     MeasuredInput("track_width_mm", "At1 (mm)", "mm", 500, 3_000, "Track width of the steering axle", False),
 )
 MEASURED: dict[str, MeasuredInput] = {declared.name: declared for declared in MEASURED_INPUTS}
+
+# A typical car (a 2021 petrol Volkswagen): the prediction service's example and the prediction page's
+# starting values.
+EXAMPLE_CAR: dict[str, Any] = {
+    "mass_kg": 1280,
+    "engine_capacity_cm3": 999,
+    "engine_power_kw": 81,
+    "fuel_type": "PETROL",
+    "fuel_consumption_l_100km": 5.3,
+    "eco_innovation_savings_g_km": 1.1,
+    "make": "VOLKSWAGEN",
+}

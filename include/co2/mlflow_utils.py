@@ -11,6 +11,7 @@ import pandas as pd
 
 from co2 import columns as col
 from co2.settings import Settings
+from co2.training_summary import METADATA_KEY, TrainingSummary
 
 # Beyond the types skops trusts by default, the ones our three model families contain: nothing
 # else is serialized, and nothing else is deserialized, whatever a version's own MLmodel lists.
@@ -160,8 +161,9 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def log_model(model: Any, input_example: pd.DataFrame) -> str:
-    """Log a fitted model in the active run with signature, input example and its own code."""
+def log_model(model: Any, input_example: pd.DataFrame, training_summary: TrainingSummary | None = None) -> str:
+    """Log a fitted model in the active run with signature, input example and its own code, and the
+    summary of its training cars in the MLmodel's metadata (co2.training_summary)."""
     import mlflow.sklearn
 
     import co2
@@ -175,6 +177,7 @@ def log_model(model: Any, input_example: pd.DataFrame) -> str:
         pip_requirements=pip_requirements(),
         serialization_format="skops",
         skops_trusted_types=trusted_types(model),
+        metadata={METADATA_KEY: training_summary.model_dump()} if training_summary is not None else None,
     )
     return str(info.model_uri)
 

@@ -29,6 +29,15 @@ FUEL_TYPES: tuple[str, ...] = (
 # WLTP CO2 of these is 0 g/km by definition: no regressor is asked about them.
 ZERO_EMISSION_FUEL_TYPES: frozenset[str] = frozenset({"electric", "hydrogen"})
 HYBRID_FUEL_TYPES: frozenset[str] = frozenset({"petrol/electric", "diesel/electric"})
+# The EEA's fuel modes (Fm), one letter each, upper case once normalised.
+FUEL_MODES: dict[str, str] = {
+    "M": "mono-fuel",
+    "B": "bi-fuel",
+    "F": "flex-fuel",
+    "H": "hybrid, not charged from the grid",
+    "P": "plug-in hybrid",
+    "E": "electric",
+}
 
 # g CO2 per km for 1 l/100 km (per m³/100 km for natural gas): the carbon in a unit of each fuel.
 # Petrol, diesel and natural gas are what the 2021 EEA data shows for WLTP (median Ewltp/Fc);

@@ -13,7 +13,7 @@ router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 
 @router.get("/model", response_model=ModelInfo)
 async def model_info(model: CurrentModel, settings: SettingsDep) -> ModelInfo:
-    """The production model being served: version, run, metrics, training data lineage (URLs without credentials)."""
+    """The production model: version, run, metrics, training lineage (URLs without credentials), training cars' CO2."""
     return ModelInfo(
         model_name=model.name,
         model_version=model.version,
@@ -23,4 +23,5 @@ async def model_info(model: CurrentModel, settings: SettingsDep) -> ModelInfo:
         metrics=model.metrics,
         lineage=model.lineage,
         input_ranges=model.input_ranges,
+        training_summary=model.training_summary,
     )

@@ -35,12 +35,12 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     assert result.returncode != 0 and "DL3007" in result.stdout and "DL3013" in result.stdout
 
 
-def export(extra: str) -> dict[str, str]:
-    """Package -> version that the image's `uv export` line installs for `extra`."""
+def export(*extras: str) -> dict[str, str]:
+    """Package -> version that the image's `uv export` line installs for `extras`."""
     uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` tells its own path
     assert uv, "uv is missing: `make install` installs it"
     result = subprocess.run(
-        [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", "--extra", extra],
+        [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", *(f"--extra={e}" for e in extras)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -54,15 +54,15 @@ def export(extra: str) -> dict[str, str]:
 def test_both_images_install_the_locked_requirements_the_same_way() -> None:
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
-        extra = "airflow" if dockerfile.name.endswith("airflow") else "serving"
-        assert f"uv export --frozen --no-dev --no-emit-project --no-hashes --extra {extra}" in text, dockerfile.name
+        extras = "--extra airflow" if dockerfile.name.endswith("airflow") else "--extra serving --extra ui"
+        assert f"uv export --frozen --no-dev --no-emit-project --no-hashes {extras} " in text, dockerfile.name
         assert "pip install --no-cache-dir -r /tmp/co2/requirements.txt" in text, dockerfile.name
 
 
 def test_the_api_image_has_no_airflow_and_the_same_scikit_learn() -> None:
-    serving, airflow = export("serving"), export("airflow")
+    serving, airflow = export("serving", "ui"), export("airflow")  # the service's and the page's image
     assert not [name for name in serving if name.startswith("apache-airflow")]
-    assert {"mlflow-skinny", "skops", "fastapi", "uvicorn", "prometheus-client"} <= set(serving)
+    assert {"mlflow-skinny", "skops", "fastapi", "uvicorn", "prometheus-client", "streamlit"} <= set(serving)
     assert "mlflow" not in serving  # the client only, not the tracking server
     assert serving["scikit-learn"] == airflow["scikit-learn"]
     assert airflow["apache-airflow"] == "3.3.2"
@@ -86,3 +86,14 @@ def test_the_api_image_runs_as_a_numeric_non_root_user_with_a_healthcheck() -> N
     user = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert user == ["10001:10001"]
     assert re.search(r"^HEALTHCHECK .*\n\s+CMD .*/health", text, re.MULTILINE)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_the_build_stage_copies_every_package_of_the_wheel(dockerfile: Path) -> None:
+    """`uv build` in each image builds the project's wheel: every package pyproject.toml lists must be there."""
+    import tomllib
+
+    packages = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    copied = re.findall(r"^COPY (\S+) \./\S+$", dockerfile.read_text(), re.MULTILINE)
+    missing = [package for package in packages["wheel"]["packages"] if package.split("/")[0] not in copied]
+    assert not missing, f"{dockerfile.name} does not COPY {missing} before `uv build`"

@@ -25,6 +25,7 @@ from co2.model import FAMILIES, build_model, fit, supports_sample_weight
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import preprocess
 from co2.settings import Settings
+from co2.training_summary import summarise
 from serving.main import create_app
 
 
@@ -48,11 +49,11 @@ def log_candidate(
         train[col.TARGET],
         train[col.REGISTRATIONS] if supports_sample_weight(family) else None,
     )
-    calibrate_intervals(model, test, calibration_rows(test, "co2"))  # as the training step does
+    calibrate_intervals(model, test, calibration_rows(test, "co2"))  # as the training step does, summary too
     mlflow.set_tracking_uri(mlflow_uri)
     mlflow.set_experiment("co2-serving-tests")
     with mlflow.start_run():
-        return log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5))
+        return log_model(model, test[col.MODEL_INPUT_COLUMNS].head(5), training_summary=summarise(train))
 
 
 @pytest.fixture(scope="session")
