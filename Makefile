@@ -11,7 +11,7 @@ help:
 	@echo "make install   create .venv from uv.lock (all extras and dev tools)"
 	@echo "make run       start the local platform (co2 up) and run the retraining DAG once (SOURCE=local|live)"
 	@echo "make status    what of the local platform runs; make down stops it"
-	@echo "make tools     Debian tools the tests run: docker-compose, promtool/prometheus, chromium/chromedriver"
+	@echo "make tools     Debian tools the tests run: docker-compose, promtool/prometheus, alertmanager/amtool, chromium/chromedriver"
 	@echo "make test      lint, type-check and run every test"
 	@echo "make lint      ruff and mypy only"
 	@echo "make bench     benchmarks under bench/ (long)"
@@ -23,7 +23,7 @@ install:
 # The deployment checks (tests/deploy) and the platform's browser tests (tests/platform) run these;
 # an apt index is fetched only if an install needs it.
 APT_TOOLS := docker-compose:docker-compose promtool:prometheus prometheus:prometheus \
-	chromium:chromium chromedriver:chromium-driver alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+	chromium:chromium chromedriver:chromium-driver prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 tools:
 	@for pair in $(APT_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null && continue; \

@@ -5,11 +5,15 @@ Each test session creates its own PostgreSQL databases and drops them at the end
 
 from __future__ import annotations
 
+import email.policy
+import json
 import os
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
@@ -149,3 +153,40 @@ def _fresh_settings_cache() -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+# --- SMTP -----------------------------------------------------------------------------------------
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a loopback port; keeps each message with its envelope recipients."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+                message = BytesParser(policy=email.policy.default).parsebytes(envelope.content)
+                sink.messages.append((list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def env(self, *recipients: str) -> dict[str, str]:
+        """The settings that send the platform's failure mails here."""
+        return {
+            "CO2_NOTIFY_EMAIL_TO": json.dumps(list(recipients)),
+            "CO2_NOTIFY_EMAIL_FROM": "co2-airflow@example.org",
+            "CO2_NOTIFY_SMTP_HOST": "127.0.0.1",
+            "CO2_NOTIFY_SMTP_PORT": str(self.port),
+        }
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.controller.start()  # returns once the server answers
+    yield sink
+    sink.controller.stop()
