@@ -6,6 +6,7 @@ year, a new version, a final table replacing a provisional one), this run emits 
 Asset `eea_co2_cars_releases`, and `co2_retraining`, scheduled on that Asset, runs on the new
 window within the day. When nothing changed, the task is skipped and no event is emitted. The
 event's extra holds the newest table of each year: the next check compares the listing with it.
+A failure (the listing unreadable after the retries) mails `CO2_NOTIFY_EMAIL_TO`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from airflow.sdk import CronTriggerTimetable, dag, task
 
 from co2_airflow.assets import EEA_RELEASES
+from co2_airflow.notify import FailureMail
 
 
 @dag(
@@ -25,7 +27,12 @@ from co2_airflow.assets import EEA_RELEASES
     max_active_runs=1,
     doc_md=__doc__,
     tags=["co2", "eea", "releases"],
-    default_args={"owner": "co2", "retries": 2, "retry_delay": timedelta(minutes=10)},
+    default_args={
+        "owner": "co2",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=10),
+        "on_failure_callback": FailureMail(),  # mails CO2_NOTIFY_EMAIL_TO
+    },
 )
 def co2_eea_releases() -> None:
     @task(inlets=[EEA_RELEASES], outlets=[EEA_RELEASES])

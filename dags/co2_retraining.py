@@ -15,6 +15,7 @@ of new cars (WLTP CO₂ from mass, engine, power, fuel and eco-innovations). Run
 | `train_*` | RandomForest, LinearRegression, KNN, each with and without the make, in parallel; each also backtested (fit without the newest year, scored on it) | one MLflow run per candidate |
 | `compare` | ranks the candidates on the shared test split, scores production on it too | a report with the reason |
 | `register` | registers the winner; moves the alias `production` only if it beats production (or `force_promotion`) | a model version with metrics and lineage tags |
+| `report` | the run report on the winner's run: the data, their shift since production's training data (PSI), each candidate's errors, the decision | `report/report.html` and PNG figures in MLflow |
 
 **Params** (the trigger form opens with each default, ready to submit): `years` (registration
 years; empty: `CO2_YEARS`, else the newest `CO2_WINDOW_YEARS`), `tables` (year → table, e.g.
@@ -23,7 +24,8 @@ years; empty: `CO2_YEARS`, else the newest `CO2_WINDOW_YEARS`), `tables` (year �
 `force_retrain` (train even if nothing is new), `force_promotion` (also implies training).
 
 A failed run changes nothing that works: raw snapshots are never overwritten and production
-moves only in `register`.
+moves only in `register`. A task that fails for good mails `CO2_NOTIFY_EMAIL_TO` (DAG, run, task,
+error, link to its log).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from co2_airflow.assets import EEA_RELEASES
+from co2_airflow.notify import FailureMail
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
 
@@ -47,7 +50,8 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
     max_active_runs=1,
     doc_md=__doc__,
     tags=["co2", "mlops", "retraining"],
-    default_args={"owner": "co2", **RETRIES},
+    # a task that fails for good mails CO2_NOTIFY_EMAIL_TO (settings read when it fires, not at parse time)
+    default_args={"owner": "co2", **RETRIES, "on_failure_callback": FailureMail()},
     params={
         "years": Param(
             [], type="array", items={"type": "integer"}, description="Registration years; empty: CO2_YEARS."
@@ -240,12 +244,31 @@ def co2_retraining() -> None:
         metrics.gauge("retraining", "current_at_unixtime", value=time.time())
         return result.to_dict()
 
+    @task
+    def report(compared: dict[str, Any], processed: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+        """Log the run report (figures and one HTML page) on the winner's MLflow run."""
+        from pathlib import Path
+
+        from co2.pipeline.report import build_report
+        from co2.settings import get_settings
+
+        result = build_report(
+            compared,
+            Path(processed["lineage_path"]),
+            get_settings(),
+            validation_report_path=validated.get("report_path"),
+        )
+        return result.to_dict()
+
     discovered = discover()
     downloaded = download(discovered)
     anything_new(discovered) >> downloaded
-    processed = preprocess(validate(downloaded))
+    validated = validate(downloaded)
+    processed = preprocess(validated)
     trained = {family: train_task(family)(processed) for family in ("random_forest", "linear_regression", "knn")}
-    register(compare(processed, **trained), processed)
+    compared = compare(processed, **trained)
+    register(compared, processed)
+    report(compared, processed, validated)
 
 
 co2_retraining()

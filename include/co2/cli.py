@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="processes, each following the registry on its own")
     serve.set_defaults(handler=_serve)
 
+    page = commands.add_parser("ui", help="start the prediction page (Streamlit), a client of the prediction service")
+    page.add_argument("--host", default=None, help="address to listen on (default CO2_UI_HOST, 127.0.0.1)")
+    page.add_argument("--port", type=int, default=None, help="port (default CO2_UI_PORT, 8501)")
+    page.set_defaults(handler=_ui)
+
     up = commands.add_parser("up", help="start the whole platform as local processes (state in CO2_HOME)")
     up.add_argument(
         "--executor",
@@ -109,8 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     trigger.add_argument("--no-wait", action="store_true", help="print the run id and return at once")
     trigger.set_defaults(handler=_trigger)
 
-    registry = commands.add_parser("registry", help="print the registered model, its versions and the production alias")
+    registry = commands.add_parser(
+        "registry", help="list the registered model's versions: metrics, training window, promotion decisions"
+    )
+    registry.add_argument("--json", action="store_true", help="print JSON (the newest and production versions too)")
+    registry.add_argument("--limit", type=int, default=None, help="only the newest N versions")
     registry.set_defaults(handler=_registry)
+
+    promote = commands.add_parser(
+        "promote", help="point the production alias at another version (a rollback in one command)"
+    )
+    promote.add_argument("version", help="the version to serve, earlier or later than production's")
+    promote.add_argument("--reason", default="", help="why, recorded on the version with who and when")
+    promote.set_defaults(handler=_promote)
 
     args = parser.parse_args(argv)
     configure_console_logging(args.log_level, json=args.log_json)
@@ -172,6 +188,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from co2 import local
+    from co2.registry import registry_summary
 
     home = local.co2_home()
     settings = get_settings()
@@ -260,6 +277,37 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from ui import APP
+
+    if importlib.util.find_spec("streamlit") is None:
+        print("co2 ui: Streamlit is not installed; install the `ui` extra (pip install 'co2[ui]')", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    options = ui_options(args.host or settings.ui_host, args.port or settings.ui_port)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), *options]
+    os.execv(sys.executable, command)  # Streamlit in this process: a supervisor's signals reach it directly
+
+
+def ui_options(host: str, port: int) -> list[str]:
+    """Streamlit as a server: headless, no usage statistics (it works offline), no file watching, viewers' menu."""
+    return [
+        "--server.headless=true",
+        f"--server.address={host}",
+        f"--server.port={port}",
+        "--browser.gatherUsageStats=false",
+        "--server.fileWatcherType=none",
+        "--server.runOnSave=false",
+        # the service takes at most 10,000 cars, a few MB of CSV; a larger upload gets its 413 in words
+        "--server.maxUploadSize=32",
+        "--client.toolbarMode=viewer",
+        "--client.showErrorDetails=none",
+        "--global.developmentMode=false",
+    ]
+
+
 def _up(args: argparse.Namespace) -> int:
     from co2 import stack
 
@@ -281,12 +329,15 @@ def _up(args: argparse.Namespace) -> int:
         ("MLflow", plan.mlflow_url),
         ("MLflow training runs", training_runs_url(plan.mlflow_url, settings.experiment_name)),
         ("Prediction service", f"{plan.api_url}/docs"),
+        ("Prediction page", plan.ui_url),
         ("Prometheus alerts", state.info.get("prometheus_alerts_url")),
         ("Prometheus targets", state.info.get("prometheus_targets_url")),
+        ("Alertmanager", state.info.get("alertmanager_url")),
         ("StatsD exporter", state.info.get("statsd_exporter_url")),
         ("Discodata source", plan.source_url),
     ):
-        print(f"  {name:<24} {url or 'not installed (apt-get install prometheus)'}")
+        package = "prometheus-alertmanager" if name == "Alertmanager" else "prometheus"
+        print(f"  {name:<24} {url or f'not installed (apt-get install {package})'}")
     print(f"  {'Airflow login':<24} {plan.admin_user} / {keys.admin_password}")
     workers = f" with {plan.celery_workers} worker(s)" if plan.celery_workers else ""
     print(f"  {'Executor':<24} {plan.executor}{workers}")
@@ -360,6 +411,7 @@ def _trigger(args: argparse.Namespace) -> int:
     import httpx
 
     from co2 import local, stack
+    from co2.registry import registry_summary
 
     home = local.co2_home()
     try:
@@ -424,45 +476,44 @@ def _wait_served(api_url: str, summary: dict[str, Any], poll_seconds: float) -> 
 
 
 def _registry(args: argparse.Namespace) -> int:
-    print(json.dumps(registry_summary(get_settings()), indent=2))
+    from co2.mlflow_utils import RegistryUnavailableError
+    from co2.registry import format_listing, list_versions, registry_summary
+
+    settings = get_settings()
+    try:
+        listing = list_versions(settings, args.limit)
+        if args.json:  # what `co2 registry` printed before (newest and production versions), and every version
+            versions = listing.to_dict()["versions"]
+            print(json.dumps({**registry_summary(settings), "alias": listing.alias, "versions": versions}, indent=2))
+        else:
+            print(format_listing(listing))
+    except RegistryUnavailableError as exc:
+        print(f"co2 registry: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def registry_summary(settings: Settings) -> dict[str, Any]:
-    """What a user wants to see after a run: the newest version, production, and why."""
+def _promote(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from co2.mlflow_utils import current_production, mlflow_client
+    from co2.mlflow_utils import RegistryUnavailableError
+    from co2.registry import PromotionRefusedError, promote
 
-    client = mlflow_client(settings, process_default=False)
+    settings = get_settings()
     try:
-        versions = client.search_model_versions(
-            f"name = '{settings.model_name}'", order_by=["version_number DESC"], max_results=1
-        )
-    except MlflowException:
-        versions = []
-    production = current_production(client, settings) if versions else None
-
-    def describe(version: Any) -> dict[str, Any]:
-        tags = version.tags or {}
-        return {
-            "version": version.version,
-            "run_id": version.run_id,
-            "candidate": tags.get("co2.candidate"),
-            "mae_g_km": tags.get("co2.mae_g_km"),
-            "rmse_g_km": tags.get("co2.rmse_g_km"),
-            "r2": tags.get("co2.r2"),
-            "promoted": tags.get("co2.promoted"),
-            "decision": tags.get("co2.decision"),
-            "raw_sha256": tags.get("co2.raw_sha256"),
-        }
-
-    return {
-        "model": settings.model_name,
-        "tracking_uri": settings.mlflow_tracking_uri,
-        "latest_version": describe(versions[0]) if versions else None,
-        f"{settings.model_alias}_version": describe(production) if production is not None else None,
-    }
+        promotion = promote(settings, args.version, args.reason)
+    except (PromotionRefusedError, RegistryUnavailableError) as exc:
+        print(f"co2 promote: {exc}", file=sys.stderr)
+        return 2
+    except MlflowException as exc:
+        print(f"co2 promote: MLflow answered an error: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        return 1
+    print(promotion.sentence())
+    print(
+        f"recorded on version {promotion.version} (co2 registry shows it); the prediction service serves it "
+        f"from its next registry poll, within CO2_POLL_SECONDS ({settings.poll_seconds:g} s)"
+    )
+    return 0
 
 
 if __name__ == "__main__":

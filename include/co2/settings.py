@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LIVE_DISCODATA_URL = "https://discodata.eea.europa.eu"
@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     statsd_port: int = Field(default=8125, description="UDP port of the local StatsD bridge.")
     statsd_exporter_port: int = Field(default=9102, description="HTTP port of the StatsD bridge's /metrics.")
+    alertmanager_port: int = Field(default=9093, description="HTTP port of the local Alertmanager.")
     airflow_database_url: str = Field(default="", description="Airflow's metadata DB; empty: SQLite in CO2_HOME.")
     mlflow_database_url: str = Field(default="", description="MLflow's backend store; empty: SQLite in CO2_HOME.")
     executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"
@@ -115,9 +116,39 @@ class Settings(BaseSettings):
         description="Host names the local discodata server answers besides localhost and its own address.",
     )
 
+    # notifications: a failed task mails CO2_NOTIFY_EMAIL_TO; alerts go to CO2_ALERT_WEBHOOK_URL
+    notify_email_to: list[str] = Field(
+        default_factory=list, description="Who is mailed when a task of a DAG run fails; empty: nobody."
+    )
+    notify_email_from: str = Field(default="co2-airflow@localhost", description="Sender of the failure mails.")
+    notify_smtp_host: str = Field(default="localhost", description="SMTP server the failure mails go through.")
+    notify_smtp_port: int = Field(default=25, ge=1, le=65535)
+    notify_smtp_starttls: bool = Field(default=False, description="Switch the SMTP connection to TLS first.")
+    notify_smtp_user: str = Field(default="", description="SMTP login; empty: none.")
+    notify_smtp_password: SecretStr = Field(default=SecretStr(""), description="Password of the SMTP login.")
+    notify_airflow_url: str = Field(
+        default="",
+        description="Airflow's address as the recipients reach it, for the task log's link; empty: [api] base_url.",
+    )
+    alert_webhook_url: str = Field(
+        default="",
+        description="Where the local Alertmanager (co2 up) POSTs alerts (webhook); empty: shown on its page only.",
+    )
+
     # prediction service
     poll_seconds: float = Field(default=30.0, gt=0)
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty: open.")
+
+    # prediction page (`co2 ui`): a client of the prediction service, its key kept server-side
+    ui_host: str = Field(default="127.0.0.1", description="Address the prediction page listens on.")
+    ui_port: int = Field(default=8501, description="Port of the prediction page.")
+    ui_api_url: str = Field(default="", description="The prediction service the page calls; empty: 127.0.0.1:api_port.")
+    ui_api_key: SecretStr = Field(
+        default=SecretStr(""), description="X-API-Key the page sends; empty: the first of `api_keys`, if any."
+    )
+    ui_mlflow_url: str = Field(
+        default="", description="MLflow as the page's readers reach it (links to runs); empty: MLFLOW_TRACKING_URI."
+    )
 
     @field_validator("discodata_url")
     @classmethod

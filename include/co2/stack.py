@@ -1,10 +1,10 @@
 """The whole platform as plain processes on one machine: `co2 up`, `co2 down`, `co2 status`.
 
 The same services as the compose stack (Airflow's API server, scheduler, DAG processor, triggerer
-and optional Celery workers; MLflow; the prediction service; Prometheus when installed), started
-in dependency order, each waited for until healthy. Everything they keep lives under `CO2_HOME`:
-databases (SQLite unless a PostgreSQL URL is given), artifacts, logs, generated secrets and
-`stack.json`, the record of what runs, which `co2 down` and `co2 status` read.
+and optional Celery workers; MLflow; the prediction service; Prometheus and Alertmanager when
+installed), started in dependency order, each waited for until healthy. Everything they keep lives
+under `CO2_HOME`: databases (SQLite unless a PostgreSQL URL is given), artifacts, logs, generated
+secrets and `stack.json`, the record of what runs, which `co2 down` and `co2 status` read.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ log = get_logger("co2.stack")
 DAG_ID = "co2_retraining"
 STATE_FILE = "stack.json"
 PROMETHEUS_RULES = sorted((PROJECT_DIR / "deploy" / "prometheus" / "rules").glob("*.yml"))
+# compose's Alertmanager configuration, and the script that writes the webhook's URL into a copy of it
+ALERTMANAGER_DIR = PROJECT_DIR / "deploy" / "alertmanager"
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -66,7 +68,9 @@ class StackPlan:
     airflow_port: int
     mlflow_port: int
     api_port: int
+    ui_port: int
     prometheus_port: int
+    alertmanager_port: int
     emulator_port: int
     statsd_port: int
     statsd_exporter_port: int
@@ -76,6 +80,7 @@ class StackPlan:
     discodata_url: str | None  # None: the local discodata server on the bundled sample
     poll_seconds: float
     admin_user: str
+    alert_webhook_url: str = ""  # empty: Alertmanager shows the alerts and sends them nowhere
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackPlan:
@@ -88,7 +93,9 @@ class StackPlan:
             airflow_port=settings.airflow_port,
             mlflow_port=settings.mlflow_port,
             api_port=settings.api_port,
+            ui_port=settings.ui_port,
             prometheus_port=settings.prometheus_port,
+            alertmanager_port=settings.alertmanager_port,
             emulator_port=settings.emulator_port,
             statsd_port=settings.statsd_port,
             statsd_exporter_port=settings.statsd_exporter_port,
@@ -98,6 +105,7 @@ class StackPlan:
             discodata_url=settings.discodata_url if "discodata_url" in settings.model_fields_set else None,
             poll_seconds=settings.poll_seconds,
             admin_user=settings.airflow_admin_user,
+            alert_webhook_url=settings.alert_webhook_url,
         )
 
     def url(self, port: int) -> str:
@@ -114,6 +122,10 @@ class StackPlan:
     @property
     def api_url(self) -> str:
         return self.url(self.api_port)
+
+    @property
+    def ui_url(self) -> str:
+        return self.url(self.ui_port)
 
     @property
     def source_url(self) -> str:
@@ -259,14 +271,15 @@ def log_says(path: Path, marker: str) -> Callable[[], bool]:
     return check
 
 
-def prometheus_config(plan: StackPlan) -> Path:
+def prometheus_config(plan: StackPlan, alertmanager: bool = False) -> Path:
     """Prometheus as compose configures it (deploy/prometheus/prometheus.yml), on this machine's addresses.
 
     The same jobs, so the compose stack's alert rules and dashboards read the same series: `airflow`
     (Airflow's StatsD through the bridge), `api` and Prometheus itself (the overdue alert reads its
     oldest sample). MLflow is not scraped: the local server has no /metrics, and scraping it would
     fire CO2RegistryUnreachable. Rules are evaluated every 5 s instead of 15 s, so an alert shows
-    soon after its cause on one machine; the rules themselves are compose's, unchanged.
+    soon after its cause on one machine; the rules themselves are compose's, unchanged. With
+    `alertmanager`, what fires goes to the local Alertmanager, as compose's goes to its service.
     """
     folder = plan.home / "prometheus"
     folder.mkdir(parents=True, exist_ok=True)
@@ -275,13 +288,16 @@ def prometheus_config(plan: StackPlan) -> Path:
         "api": plan.api_port,
         "prometheus": plan.prometheus_port,
     }
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": [str(path) for path in PROMETHEUS_RULES],
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": [f"{plan.host}:{port}"]}]} for job, port in jobs.items()
         ],
     }
+    if alertmanager:
+        target = f"{plan.host}:{plan.alertmanager_port}"
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
     path = folder / "prometheus.yml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -376,6 +392,20 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
             plan.api_url,
         )
     )
+    # the prediction page, a client of the service above (its key, if the service wants one: CO2_UI_API_KEY
+    # or the first of CO2_API_KEYS), with MLflow's address for its links to runs
+    stack.append(
+        Component(
+            "ui",
+            [co2, "ui", "--host", plan.host, "--port", str(plan.ui_port)],
+            {**platform_env, "CO2_UI_API_URL": plan.api_url, "CO2_UI_MLFLOW_URL": plan.mlflow_url},
+            http_ok(f"{plan.ui_url}/_stcore/health"),
+            plan.ui_url,
+        )
+    )
+    alertmanager = alertmanager_executable()
+    if alertmanager:
+        stack.append(alertmanager_component(plan, alertmanager))
     prometheus = shutil.which("prometheus")
     if prometheus:
         stack.append(
@@ -383,7 +413,7 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
                 "prometheus",
                 [
                     prometheus,
-                    f"--config.file={prometheus_config(plan)}",
+                    f"--config.file={prometheus_config(plan, alertmanager=alertmanager is not None)}",
                     f"--storage.tsdb.path={plan.home / 'prometheus' / 'data'}",
                     f"--web.listen-address={plan.host}:{plan.prometheus_port}",
                 ],
@@ -393,6 +423,37 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
             )
         )
     return stack
+
+
+def alertmanager_executable() -> str | None:
+    """Alertmanager's binary: `alertmanager` upstream, `prometheus-alertmanager` in Debian's package."""
+    return shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+
+
+def alertmanager_component(plan: StackPlan, executable: str) -> Component:
+    """Alertmanager started as compose starts it: entrypoint.sh writes the webhook's URL into a private copy
+    of deploy/alertmanager/alertmanager.yml under CO2_HOME, then runs Alertmanager on it, on loopback only
+    and without clustering (no gossip port)."""
+    folder = plan.home / "alertmanager"
+    return Component(
+        "alertmanager",
+        [
+            "/bin/sh",
+            str(ALERTMANAGER_DIR / "entrypoint.sh"),
+            executable,
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'data'}",
+            f"--web.listen-address={plan.host}:{plan.alertmanager_port}",
+            "--cluster.listen-address=",
+        ],
+        {
+            "ALERTMANAGER_TEMPLATE": str(ALERTMANAGER_DIR / "alertmanager.yml"),
+            "ALERTMANAGER_CONFIG": str(folder / "alertmanager.yml"),
+            "ALERTMANAGER_WEBHOOK_URL": plan.alert_webhook_url,
+        },
+        http_ok(f"{plan.url(plan.alertmanager_port)}/-/ready"),
+        plan.url(plan.alertmanager_port),
+    )
 
 
 def dag_parsed(plan: StackPlan, keys: Secrets) -> Callable[[], bool]:
@@ -484,7 +545,9 @@ PORT_SETTINGS = {
     "mlflow": "CO2_MLFLOW_PORT",
     "airflow-apiserver": "CO2_AIRFLOW_PORT",
     "api": "CO2_API_PORT",
+    "ui": "CO2_UI_PORT",
     "prometheus": "CO2_PROMETHEUS_PORT",
+    "alertmanager": "CO2_ALERTMANAGER_PORT",
 }
 
 
@@ -572,13 +635,16 @@ def _info(plan: StackPlan) -> dict[str, Any]:
     prometheus = shutil.which("prometheus")
     prometheus_url = plan.url(plan.prometheus_port) if prometheus else None
     pages = prometheus_pages(prometheus) if prometheus else ""
+    alertmanager_url = plan.url(plan.alertmanager_port) if alertmanager_executable() else None
     return {
         "airflow_url": plan.airflow_url,
         "mlflow_url": plan.mlflow_url,
         "api_url": plan.api_url,
+        "ui_url": plan.ui_url,
         "prometheus_url": prometheus_url,
         "prometheus_alerts_url": f"{prometheus_url}{pages}/alerts" if prometheus_url else None,
         "prometheus_targets_url": f"{prometheus_url}{pages}/targets" if prometheus_url else None,
+        "alertmanager_url": alertmanager_url,
         "statsd_exporter_url": f"{plan.url(plan.statsd_exporter_port)}/metrics",
         "discodata_url": plan.source_url,
         "airflow_user": plan.admin_user,

@@ -6,6 +6,9 @@ One successful run establishes production; the fault runs then prove that nothin
 from __future__ import annotations
 
 import os
+import re
+import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,85 @@ def test_first_run_promotes_a_model_that_predicts_real_cars(
     assert inside[~ambiguous].mean() > 0.8
 
 
+class _Tables(HTMLParser):
+    """The cells of each <table> of a page, row by row (the standard library's parser: no network, no lxml)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_first_run_leaves_a_readable_report_on_the_winners_run(
+    first_run: dict[str, str], platform: dict[str, Any], tmp_path: Path
+) -> None:
+    from co2.pipeline.train import DIGEST_CHARS
+
+    client = MlflowClient(platform["mlflow_uri"])
+    version = client.get_model_version_by_alias(platform["model_name"], "production")
+    run_id = version.run_id
+    assert f"runs/{run_id}/artifacts/report/report.html" in version.description
+
+    folder = Path(client.download_artifacts(run_id, "report", str(tmp_path)))
+    names = {path.name for path in folder.iterdir()}
+    candidates = [
+        f"candidate_{family}{make}.png"
+        for family in ("random_forest", "linear_regression", "knn")
+        for make in ("", "_with_make")
+    ]
+    assert {"report.html", "summary.json", "data_profile.json", "data.png", "candidates.png", *candidates} <= names
+    for name in names - {"report.html", "summary.json", "data_profile.json"}:
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "drift.png" not in names  # the first model: nothing to compare the data with
+
+    page = (folder / "report.html").read_text()
+    # self-contained: every figure embedded, nothing fetched from anywhere
+    assert not re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", page) and "url(" not in page
+    assert page.count('src="data:image/png;base64,') == len(names) - 3
+    assert "no production model yet" in page
+
+    tables = _Tables()
+    tables.feed(page)
+    header, *rows = tables.tables[0]
+    assert header[:4] == ["candidate", "mae_g_km", "rmse_g_km", "r2"]
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_run(run_id).info.experiment_id])}
+    assert len(rows) == 6
+    for row in rows:
+        logged = runs[row[0]].data.metrics
+        for column, cell in zip(header[1:4], row[1:4], strict=True):
+            assert float(cell) == logged[column], (row[0], column)
+    removed = dict(tables.tables[1][1:])  # what preprocessing removed, per rule
+    lineage = read_json(Path(client.download_artifacts(run_id, "lineage.json", str(tmp_path))))
+    assert {rule: int(n) for rule, n in removed.items()} == lineage["removed_by_rule"]
+
+    winner = client.get_run(run_id)
+    inputs = {(d.dataset.name, d.dataset.digest) for d in winner.inputs.dataset_inputs}
+    for split in ("train", "test"):
+        assert (split, lineage[split]["sha256"][:DIGEST_CHARS]) in inputs
+    # the metrics are the logged model's too, next to MLflow's own weighted evaluation of it
+    model = client.get_logged_model(winner.outputs.model_outputs[0].model_id)
+    on_model = {m.key: m.value for m in model.metrics}
+    assert on_model["mae_g_km"] == winner.data.metrics["mae_g_km"]
+    assert on_model["mean_absolute_error"] == pytest.approx(winner.data.metrics["mae_g_km"], abs=5e-4)
+
+
 def test_transient_500s_are_retried_and_the_run_succeeds(first_run, dag, platform, emulator) -> None:  # type: ignore[no-untyped-def]
     httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500", "count": 3}).raise_for_status()
     before = snapshots(platform)
@@ -103,14 +185,16 @@ def test_transient_500s_are_retried_and_the_run_succeeds(first_run, dag, platfor
     assert len(snapshots(platform) - before) == 1 and before <= snapshots(platform)
 
 
-def test_source_that_keeps_failing_fails_download_and_keeps_production(first_run, dag, platform, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_source_that_keeps_failing_fails_download_and_keeps_production(  # type: ignore[no-untyped-def]
+    first_run, dag, platform, emulator, smtp_server
+) -> None:
     version = production_version(platform)
     before = {p: p.read_bytes() for p in snapshots(platform)}
     httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "error500", "count": 10_000}).raise_for_status()
     download = dag.get_task("download")
     retries, download.retries = download.retries, 0  # the client's own retries are under test here
-    try:
-        states = run(dag, platform, emulator.url, CO2_HTTP_RETRIES="2")
+    try:  # failure mails go to a real SMTP server on loopback
+        states = run(dag, platform, emulator.url, CO2_HTTP_RETRIES="2", **smtp_server.env("ops@example.org"))
     finally:
         download.retries = retries
         httpx.post(f"{emulator.url}/_emulator/faults", json={"mode": "none"}).raise_for_status()
@@ -119,6 +203,15 @@ def test_source_that_keeps_failing_fails_download_and_keeps_production(first_run
     assert states["validate"] == states["register"] == "upstream_failed"
     assert production_version(platform) == version
     assert {p: p.read_bytes() for p in snapshots(platform)} == before  # nothing written, nothing lost
+    # Airflow called the DAG's on_failure_callback: one mail, for the task that failed (not those after it)
+    ((recipients, mail),) = smtp_server.messages
+    assert recipients == ["ops@example.org"]
+    run_id = re.fullmatch(r"\[co2\] co2_retraining: task download failed \(run (manual__\S+)\)", mail["Subject"])
+    assert run_id, mail["Subject"]
+    body = mail.get_content()
+    assert f"The task download of the DAG co2_retraining failed in run {run_id.group(1)}" in body
+    assert re.search(rf"Discodata\w*Error: discodata at {re.escape(emulator.url)} failed 3 times .* HTTP 500", body)
+    assert re.search(r"Task log: http\S+/dags/co2_retraining/runs/manual__\S+/tasks/download\?try_number=1", body)
 
 
 def test_out_of_range_data_fails_validation_and_keeps_production(first_run, dag, platform, sample_frame) -> None:  # type: ignore[no-untyped-def]
@@ -158,6 +251,16 @@ def test_worse_challenger_is_registered_but_not_promoted(first_run, dag, platfor
     assert int(newest.version) > int(version)
     assert newest.tags["co2.promoted"] == "false"
     assert "challenger is not better" in newest.tags["co2.decision"]
+    # its report measures the data against production's: a random fifth of the same year has not shifted
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = read_json(Path(client.download_artifacts(newest.run_id, "report/summary.json", tmp)))
+        assert client.download_artifacts(newest.run_id, "report/drift.png", tmp)
+    assert f"version {version}" in summary["shift_reference"] and summary["promote"] is False
+    shifts = {s["feature"]: s for s in summary["shifts"]}
+    assert {"mass_kg", "engine_power_kw", "fuel_type", "co2_wltp_g_km"} <= set(shifts)
+    assert shifts["fuel_type"]["status"] != "shifted" and shifts["mass_kg"]["status"] != "shifted"
+    metrics = client.get_run(newest.run_id).data.metrics
+    assert metrics["drift_psi.mass_kg"] == shifts["mass_kg"]["psi"]
 
 
 def test_forced_promotion_moves_production(first_run, dag, platform, sample_frame) -> None:  # type: ignore[no-untyped-def]

@@ -36,19 +36,19 @@ def test_exactly_these_tasks_and_dependencies(dag) -> None:  # type: ignore[no-u
     assert set(dag.task_ids) == {
         *("discover", "anything_new", "download", "validate", "preprocess"),
         *TRAIN_TASKS,
-        *("compare", "register"),
+        *("compare", "register", "report"),
     }
     downstream = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
     assert downstream["discover"] == {"anything_new", "download"}
     assert downstream["anything_new"] == {"download"}  # a short circuit: nothing new skips everything after
     assert dag.get_task("anything_new").ignore_downstream_trigger_rules
     assert downstream["download"] == {"validate"}
-    assert downstream["validate"] == {"preprocess"}
-    assert downstream["preprocess"] == {*TRAIN_TASKS, "compare", "register"}
+    assert downstream["validate"] == {"preprocess", "report"}  # the report shows the validation checks
+    assert downstream["preprocess"] == {*TRAIN_TASKS, "compare", "register", "report"}
     for train in TRAIN_TASKS:
         assert downstream[train] == {"compare"}
-    assert downstream["compare"] == {"register"}
-    assert downstream["register"] == set()
+    assert downstream["compare"] == {"register", "report"}  # a report never holds production back
+    assert downstream["register"] == downstream["report"] == set()
     assert set(dag.get_task("compare").upstream_task_ids) == {"preprocess", *TRAIN_TASKS}
 
 
@@ -113,8 +113,20 @@ def test_retries_where_a_retry_can_help(dag) -> None:  # type: ignore[no-untyped
     assert download.retry_delay >= timedelta(minutes=1)
     assert dag.get_task("validate").retries == 0  # the data will not change on a retry
     assert dag.get_task("discover").retries >= 2
-    for task_id in (*TRAIN_TASKS, "preprocess", "compare", "register"):
+    for task_id in (*TRAIN_TASKS, "preprocess", "compare", "register", "report"):
         assert dag.get_task(task_id).retries >= 2
+
+
+def test_a_task_that_fails_for_good_mails_someone(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Every task of both DAGs carries the failure notifier (plugins/co2_airflow/notify.py); it reads
+    the settings only when it fires (tests/plugins/test_notify.py, and a failing run in test_dag_e2e.py)."""
+    from co2_airflow.notify import FailureMail
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(callback, FailureMail) for callback in callbacks), (dag.dag_id, task.task_id)
 
 
 def test_every_task_has_a_docstring(dag) -> None:  # type: ignore[no-untyped-def]

@@ -36,12 +36,24 @@ AIRFLOW = {
     "airflow-triggerer",
     "airflow-worker",
 }
-SERVICES = {"postgres", "redis", "mlflow", "api", "statsd-exporter", "prometheus", "grafana", *AIRFLOW}
+SERVICES = {
+    *("postgres", "redis", "mlflow", "api", "ui", "statsd-exporter", "prometheus", "alertmanager", "grafana"),
+    *AIRFLOW,
+}
 ONE_SHOT = {"airflow-init"}
 OPTIONAL = {"discodata-emulator"}  # profile "offline"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|API_KEYS|_KEY$")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-HOST_PORTS = {"AIRFLOW_PORT", "MLFLOW_PORT", "API_PORT", "GRAFANA_PORT", "PROMETHEUS_PORT", "STATSD_EXPORTER_PORT"}
+HOST_PORTS = {
+    "AIRFLOW_PORT",
+    "MLFLOW_PORT",
+    "API_PORT",
+    "UI_PORT",
+    "GRAFANA_PORT",
+    "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
+    "STATSD_EXPORTER_PORT",
+}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +142,7 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(reso
         depends = resolved["services"][name]["depends_on"]
         assert {"postgres", "redis", "airflow-init"} <= set(depends), name
     assert set(resolved["services"]["api"]["depends_on"]) == {"mlflow", "airflow-init"}  # init checks API_KEYS
+    assert set(resolved["services"]["ui"]["depends_on"]) == {"api"}
     assert set(resolved["services"]["grafana"]["depends_on"]) == {"prometheus", "airflow-init"}
 
 
@@ -153,6 +166,7 @@ def test_state_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
     assert mounts["postgres"]["/var/lib/postgresql/data"] == "postgres-data"
     assert mounts["mlflow"]["/opt/airflow/mlflow/artifacts"] == "mlflow-artifacts"
     assert mounts["prometheus"]["/prometheus"] == "prometheus-data"
+    assert mounts["alertmanager"]["/alertmanager"] == "alertmanager-data"  # silences, and its configuration's copy
     assert mounts["grafana"]["/var/lib/grafana"] == "grafana-data"
     for name in AIRFLOW:
         assert mounts[name]["/opt/airflow/co2-data"] == "co2-data", name  # every worker sees every snapshot
@@ -171,7 +185,7 @@ def test_mlflow_serves_artifacts_on_postgres_for_the_service_names(resolved: dic
 
 def test_containers_do_not_run_as_root(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
-        if name == "api":  # its image sets USER 10001 (Dockerfile.api)
+        if name in ("api", "ui"):  # their image sets USER 10001 (Dockerfile.api)
             assert "user" not in service
             continue
         assert service.get("user") not in (None, "", "root", "0", "0:0"), name
@@ -319,7 +333,9 @@ def published(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_published_ports_are_on_loopback_unless_asked(resolved: dict[str, Any], tmp_path) -> None:  # type: ignore[no-untyped-def]
     ports = {name: published(service) for name, service in resolved["services"].items() if "ports" in service}
-    assert set(ports) == {"airflow-apiserver", "api", "grafana", "mlflow", "prometheus", "statsd-exporter"}
+    assert set(ports) == {
+        *("airflow-apiserver", "api", "ui", "grafana", "mlflow", "prometheus", "alertmanager", "statsd-exporter")
+    }
     assert {address for found in ports.values() for address, _ in found} == {"127.0.0.1"}
     exposed = tmp_path / ".env"
     exposed.write_text(ENV_EXAMPLE.read_text().replace("PUBLISH_ADDRESS=127.0.0.1", "PUBLISH_ADDRESS=0.0.0.0"))
@@ -332,7 +348,9 @@ def test_published_ports_are_on_loopback_unless_asked(resolved: dict[str, Any], 
         "api": {"0.0.0.0"},  # API keys
         "grafana": {"0.0.0.0"},  # Grafana login
         "mlflow": {"127.0.0.1"},  # no login of its own: never exposed by PUBLISH_ADDRESS
+        "ui": {"127.0.0.1"},  # no login, and it holds an API key
         "prometheus": {"127.0.0.1"},
+        "alertmanager": {"127.0.0.1"},
         "statsd-exporter": {"127.0.0.1"},
     }
 
@@ -346,6 +364,56 @@ def test_the_prediction_api_requires_keys(resolved: dict[str, Any], tmp_path) ->
     env.write_text(ENV_EXAMPLE.read_text().replace("API_KEYS=change-me", "API_KEYS="))
     result = docker_compose("config", env_file=env)
     assert result.returncode != 0 and "set API_KEYS in .env" in result.stderr
+
+
+def test_the_prediction_page_calls_the_api_as_co2_up_runs_it(resolved: dict[str, Any], tmp_path: Path) -> None:
+    """compose's `ui` runs `co2 ui` from the API image against the api service, with API_KEYS (the page
+    sends the first, server-side); `co2 up` runs the same command on loopback against its own service."""
+    from co2.settings import Settings
+    from co2.stack import Secrets, StackPlan, components
+
+    ui, api = resolved["services"]["ui"], resolved["services"]["api"]
+    assert ui["image"] == api["image"] and ui["build"]["dockerfile"] == "Dockerfile.api"
+    assert ui["command"] == ["co2", "ui", "--host", "0.0.0.0", "--port", "8501"]
+    assert ui["environment"]["CO2_UI_API_URL"] == "http://api:8000"
+    assert ui["environment"]["MLFLOW_TRACKING_URI"] == api["environment"]["MLFLOW_TRACKING_URI"]  # report figures
+    assert "/_stcore/health" in " ".join(ui["healthcheck"]["test"])  # Streamlit's own health endpoint
+    env = tmp_path / ".env"
+    env.write_text(ENV_EXAMPLE.read_text().replace("API_KEYS=change-me", 'API_KEYS=["k-1", "k-2"]'))
+    result = docker_compose("config", env_file=env)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["ui"]["environment"]["CO2_API_KEYS"] == '["k-1", "k-2"]'
+
+    plan = StackPlan.from_settings(Settings(home=tmp_path / "home"))
+    local = {c.name: c for c in components(plan, Secrets("jwt", "fernet", "password"))}
+    assert local["ui"].command[1:] == ["ui", "--host", "127.0.0.1", "--port", str(plan.ui_port)]
+    assert local["ui"].env["CO2_UI_API_URL"] == plan.api_url and local["ui"].url == plan.ui_url
+    assert list(local).index("ui") > list(local).index("api")  # started once the service is healthy
+
+
+def test_prometheus_sends_alerts_to_alertmanager_which_reads_the_webhook_url_from_env(
+    resolved: dict[str, Any], tmp_path: Path
+) -> None:
+    """compose's Prometheus points at the alertmanager service; the service starts through entrypoint.sh with
+    CO2_ALERT_WEBHOOK_URL from .env (tests/deploy/test_alertmanager.py runs the same script and binary)."""
+    prometheus = yaml.safe_load((DEPLOY_DIR / "prometheus" / "prometheus.yml").read_text())
+    (targets,) = [c["targets"] for a in prometheus["alerting"]["alertmanagers"] for c in a["static_configs"]]
+    assert targets == ["alertmanager:9093"]
+    alertmanager = resolved["services"]["alertmanager"]
+    assert alertmanager["entrypoint"] == ["/bin/sh", "/etc/alertmanager/entrypoint.sh"]
+    assert alertmanager["command"][0] == "/bin/alertmanager"
+    config = next(arg for arg in alertmanager["command"] if arg.startswith("--config.file="))
+    assert config == f"--config.file={alertmanager['environment']['ALERTMANAGER_CONFIG']}"
+    assert "--cluster.listen-address=" in alertmanager["command"]
+    assert alertmanager["environment"]["ALERTMANAGER_WEBHOOK_URL"] == ""  # .env.example: sent nowhere
+    env = tmp_path / ".env"
+    env.write_text(
+        ENV_EXAMPLE.read_text().replace("CO2_ALERT_WEBHOOK_URL=", "CO2_ALERT_WEBHOOK_URL=https://h.example/a")
+    )
+    result = docker_compose("config", env_file=env)
+    assert result.returncode == 0, result.stderr
+    configured = yaml.safe_load(result.stdout)["services"]["alertmanager"]["environment"]
+    assert configured["ALERTMANAGER_WEBHOOK_URL"] == "https://h.example/a"
 
 
 def test_prometheus_lifecycle_api_is_off_everywhere(resolved: dict[str, Any], tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ TASKS = {
     "train_knn",
     "compare",
     "register",
+    "report",
 }
 FAMILIES = ("random_forest", "linear_regression", "knn")
 CANDIDATES = {f"{family}{suffix}" for family in FAMILIES for suffix in ("", "_with_make")}

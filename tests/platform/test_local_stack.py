@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 
 from co2 import columns as col
 from co2.experiment import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from co2.inputs import EXAMPLE_CAR
 from co2.mlflow_utils import download_version
 from co2.stack import DAG_ID, PROMETHEUS_RULES
 from tests.conftest import PROJECT_DIR
@@ -109,10 +110,19 @@ def test_up_starts_every_component_and_says_where(local_platform: LocalPlatform,
         "airflow-dag-processor",
         "airflow-triggerer",
         "api",
+        "ui",
+        "alertmanager",
         "prometheus",
     }
     info = local_platform.info
-    for url in (info["airflow_url"], info["mlflow_url"], info["api_url"], info["prometheus_alerts_url"]):
+    for url in (
+        info["airflow_url"],
+        info["mlflow_url"],
+        info["api_url"],
+        info["ui_url"],
+        info["prometheus_alerts_url"],
+        info["alertmanager_url"],
+    ):
         assert url in started["output"]
     assert "Airflow login" in started["output"] and str(local_platform.home / "logs") in started["output"]
     health = httpx.get(f"{info['airflow_url']}/api/v2/monitor/health").json()
@@ -146,6 +156,7 @@ def test_triggered_run_promotes_and_the_service_follows(
         *TRAIN_TASKS,
         "compare",
         "register",
+        "report",
     }
 
     version = production_version(local_platform)
@@ -237,7 +248,7 @@ def test_second_run_triggered_from_the_airflow_ui_form_finds_nothing_new(
     state, tasks = run_to_end(local_platform, run_id)
     assert state == "success", {t: ti["state"] for t, ti in tasks.items()}
     assert tasks["discover"]["state"] == tasks["anything_new"]["state"] == "success"
-    assert {tasks[t]["state"] for t in ("download", "preprocess", *TRAIN_TASKS, "register")} == {"skipped"}
+    assert {tasks[t]["state"] for t in ("download", "preprocess", *TRAIN_TASKS, "register", "report")} == {"skipped"}
     conf = local_platform.airflow().get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["conf"]
     assert conf == {  # the defaults, as they opened
         "years": [],
@@ -320,6 +331,67 @@ def test_the_service_docs_work_without_a_network(local_platform: LocalPlatform, 
     assert elsewhere == [], f"/docs asked for {elsewhere}"
 
 
+def test_the_prediction_page_answers_a_car_typed_into_its_form(local_platform: LocalPlatform, browser: Browser) -> None:
+    """The page `co2 up` starts, in a real browser that resolves no name but loopback: a car typed into its
+    form gets the service's own answer on screen, with the model version and its place among the training cars."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+
+    info = local_platform.info
+    version = local_platform.served_version()
+    assert version, "nothing in production: the run of test_triggered_run_promotes_and_the_service_follows first"
+    assert f"{info['ui_url']}" in local_platform.co2("status").stdout
+    browser.open(info["ui_url"])
+    browser.wait_for_text("CO₂ emissions of new cars", "One car", "Many cars", "The model", "Predict CO₂")
+    mass = browser.wait(  # the widgets' scripts load after the page's text
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Mass in running order, kg']"))
+    )
+    mass.send_keys(Keys.CONTROL, "a")  # a modifier holds until the end of its send_keys
+    mass.send_keys(Keys.DELETE, "1450")
+    (predict,) = [
+        button for button in browser.driver.find_elements(By.TAG_NAME, "button") if button.text == "Predict CO₂"
+    ]
+    predict.click()
+
+    car = {**EXAMPLE_CAR, "fuel_type": "petrol", "mass_kg": 1450}
+    expected = httpx.post(f"{info['api_url']}/predict", json=car, timeout=30).json()
+    text = browser.wait_for_text(
+        f"{expected['co2_wltp_g_km']:.1f} g/km", f"co2-emissions version {version}", "Among the"
+    )
+    assert "Traceback" not in text
+    answer = browser.driver.find_element(By.CSS_SELECTOR, "[data-testid=stMetric]")
+    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", answer)
+    browser.wait(
+        lambda driver: driver.find_elements(
+            By.CSS_SELECTOR, "[data-testid=stVegaLiteChart] canvas, [data-testid=stVegaLiteChart] svg"
+        )
+    )
+    browser.shot("prediction-page-one-car")
+
+    (about,) = [tab for tab in browser.driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if tab.text == "The model"]
+    # the tabs are above the answer scrolled to, and the page's toolbar covers the top edge
+    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", about)
+    browser.wait(ec.element_to_be_clickable(about)).click()  # the version, and its run report's figures
+    browser.wait_for_text(
+        f"version {version}", "Training window", "Every candidate's MAE", "The data it was trained on"
+    )
+    figures = browser.wait(
+        lambda driver: [
+            image
+            for image in driver.find_elements(By.CSS_SELECTOR, "[data-testid=stImage] img")
+            if driver.execute_script("return arguments[0].naturalWidth", image) > 0
+        ]
+    )
+    assert len(figures) >= 3
+    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", figures[0])
+    browser.shot("prediction-page-the-model")
+    elsewhere = [
+        url for url in browser.requested() if url.startswith("http") and urlparse(url).hostname not in LOOPBACK
+    ]
+    assert elsewhere == [], f"the page asked for {elsewhere}"
+
+
 def readme_prometheus_links(platform: LocalPlatform) -> list[str]:
     """The README's Prometheus addresses (default port), on this platform's port."""
     readme = (PROJECT_DIR / "README.md").read_text()
@@ -369,6 +441,35 @@ def test_mlflow_opens_the_candidates_with_their_metrics(
     assert f"{runs[0].data.metrics['mae_g_km']:g}" in text  # the best candidate's MAE, on the first screen
 
 
+def test_the_version_links_to_its_run_report_in_mlflow(local_platform: LocalPlatform, browser: Browser) -> None:
+    """The production version's description links to the report; MLflow's UI shows it, figures and all,
+    and nothing in it asks for anything beyond this machine."""
+    from selenium.webdriver.common.by import By
+
+    version = local_platform.served_version()
+    assert version, "nothing in production: the run of test_triggered_run_promotes_and_the_service_follows first"
+    described = registry(local_platform).get_model_version(MODEL, version)
+    (link,) = re.findall(r"\]\((#/experiments/\d+/runs/\w+/artifacts/report/report\.html)\)", described.description)
+    assert described.run_id in link
+    browser.open(f"{local_platform.info['mlflow_url']}/{link}")
+    browser.wait(lambda driver: driver.find_elements(By.TAG_NAME, "iframe"))
+    browser.driver.switch_to.frame(browser.driver.find_element(By.TAG_NAME, "iframe"))
+    try:
+        text = browser.wait_for_text("Decision", "Candidates", "The data", "What changed since production")
+        images = browser.driver.find_elements(By.TAG_NAME, "img")
+        assert len(images) >= 8 and all(
+            browser.driver.execute_script("return arguments[0].naturalWidth", image) > 0 for image in images
+        )
+    finally:
+        browser.driver.switch_to.default_content()
+    browser.shot("mlflow-run-report")
+    assert described.tags["co2.candidate"] in text
+    elsewhere = [
+        url for url in browser.requested() if url.startswith("http") and urlparse(url).hostname not in LOOPBACK
+    ]
+    assert elsewhere == [], f"the report asked for {elsewhere}"
+
+
 def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, browser: Browser) -> None:
     """`co2 trigger` on years the source has no table for: the run fails at discovery, Prometheus alerts.
 
@@ -396,6 +497,12 @@ def test_a_failed_run_fires_the_retraining_alert(local_platform: LocalPlatform, 
         firing = [a for a in firing if a["state"] == "firing"]
         time.sleep(1)
     assert firing and firing[0]["labels"]["dag_id"] == "co2_retraining", firing
+    # ... and sends it to the platform's Alertmanager (no CO2_ALERT_WEBHOOK_URL here: kept, sent nowhere)
+    alertmanager = f"{local_platform.info['alertmanager_url']}/api/v2/alerts"
+    deadline = time.monotonic() + 60
+    while "CO2RetrainingFailed" not in {a["labels"]["alertname"] for a in httpx.get(alertmanager, timeout=30).json()}:
+        assert time.monotonic() < deadline, "CO2RetrainingFailed did not reach Alertmanager"
+        time.sleep(1)
     browser.open(local_platform.info["prometheus_alerts_url"])
     browser.wait_for_text("CO2RetrainingFailed (1 active)")
     browser.shot("prometheus-alert-firing")

@@ -21,7 +21,16 @@ from co2.experiment import rounded
 from co2.files import read_json
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import current_production, mlflow_client
-from co2.pipeline.discover import FINGERPRINT_TAG, TABLES_TAG
+from co2.pipeline.discover import (
+    CANDIDATE_TAG,
+    DECISION_TAG,
+    FINGERPRINT_TAG,
+    PROMOTED_TAG,
+    TABLES_FROM_TAG,
+    TABLES_TAG,
+    YEARS_TAG,
+)
+from co2.run_report import report_link
 from co2.settings import Settings
 
 log = get_logger("co2.register")
@@ -69,20 +78,20 @@ def register(
     previous = current_production(client, settings)
     metrics = {k: float(winner[k]) for k in ("mae_g_km", "rmse_g_km", "r2")}
     tags = {
-        "co2.candidate": winner["name"],
+        CANDIDATE_TAG: winner["name"],
         "co2.family": winner["family"],
         "co2.with_make": str(winner["with_make"]).lower(),
         **{f"co2.{name}": str(value) for name, value in rounded(metrics).items()},
         "co2.raw_sha256": lineage["raw_sha256"],
         "co2.train_sha256": lineage["train"]["sha256"],
         "co2.test_sha256": lineage["test"]["sha256"],
-        "co2.years": ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
+        YEARS_TAG: ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
         "co2.source_url": str(lineage.get("raw_metadata", {}).get("source_url", "")),
         **release_tags(lineage.get("raw_metadata", {})),
         **(aging_tags(client.get_run(winner["run_id"]).data.metrics) if winner.get("run_id") else {}),
         "co2.validation": "passed",
-        "co2.promoted": str(comparison["promote"]).lower(),
-        "co2.decision": comparison["reason"][:5000],
+        PROMOTED_TAG: str(comparison["promote"]).lower(),
+        DECISION_TAG: comparison["reason"][:5000],
         "co2.run_id": winner["run_id"],
         **(extra_tags or {}),
     }
@@ -92,7 +101,8 @@ def register(
         settings.model_name,
         version.version,
         description=f"{winner['name']}: MAE {metrics['mae_g_km']:.3f} g/km, RMSE {metrics['rmse_g_km']:.3f} g/km, "
-        f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison['reason']}",
+        f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison['reason']}"
+        + (_report_line(client, winner["run_id"]) if winner.get("run_id") else ""),
     )
     promoted = bool(comparison["promote"])
     if promoted:
@@ -130,6 +140,12 @@ def register(
     return result
 
 
+def _report_line(client: Any, run_id: str) -> str:
+    """The link to the run report (the `report` task logs it on the winner's run), for the description."""
+    link = report_link(client.get_run(run_id).info.experiment_id, run_id)
+    return f"\n\n[Run report]({link}): the data, their shift since production's training data, each candidate's errors."
+
+
 def release_tags(raw_metadata: dict[str, Any]) -> dict[str, str]:
     """What the version was trained on: the EEA tables, where their names came from, and the fingerprint
     that tells the next run whether anything is new (co2.pipeline.discover)."""
@@ -137,7 +153,7 @@ def release_tags(raw_metadata: dict[str, Any]) -> dict[str, str]:
     tags = {TABLES_TAG: json.dumps(raw_metadata.get("tables", {}), sort_keys=True)}
     if discovery:
         tags[FINGERPRINT_TAG] = str(discovery.get("fingerprint", ""))
-        tags["co2.eea_tables_from"] = str(discovery.get("tables_from", ""))
+        tags[TABLES_FROM_TAG] = str(discovery.get("tables_from", ""))
         if discovery.get("generated"):
             tags["co2.generated_tables"] = ",".join(discovery["generated"])
     return tags

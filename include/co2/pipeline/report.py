@@ -29,14 +29,11 @@ from co2.files import read_json
 from co2.logs import get_logger
 from co2.mlflow_utils import mlflow_client
 from co2.pipeline.train import PREDICTED
+from co2.run_report import PROFILE_FILE, REPORT_DIR, REPORT_HTML, SUMMARY_FILE
 from co2.settings import Settings
 
 log = get_logger("co2.report")
 
-REPORT_DIR = "report"
-REPORT_HTML = "report.html"
-PROFILE_FILE = "data_profile.json"
-SUMMARY_FILE = "summary.json"
 # Metrics on the winner's run: the PSI of each input against production's training data.
 DRIFT_METRIC_PREFIX = "drift_psi."
 
@@ -52,11 +49,6 @@ class ReportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def report_link(experiment_id: str, run_id: str) -> str:
-    """The report in MLflow's UI, as a link relative to the UI (version descriptions are rendered there)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{REPORT_DIR}/{REPORT_HTML}"
 
 
 def candidates_table(comparison: dict[str, Any]) -> pd.DataFrame:
