@@ -14,7 +14,7 @@ from co2.pipeline.preprocess import preprocess
 
 
 @pytest.fixture(scope="session")
-def sample_splits(sample_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def processed_sample(sample_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Train, test and lineage of the sample, as if downloaded one registration per row (cars with a WLTP CO2,
     as the download asks for)."""
     raw_dir = tmp_path_factory.mktemp("raw") / "sample"

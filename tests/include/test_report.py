@@ -17,10 +17,10 @@ from co2.pipeline.report import candidates_table, compose
 
 
 @pytest.fixture(scope="module")
-def candidates(sample_splits: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def candidates(processed_sample: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Two real linear candidates ranked as `compare` ranks them, and their test-split predictions."""
-    train = aggregate(sample_splits["train"].drop(columns=[col.YEAR]))
-    test = sample_splits["test"]
+    train = aggregate(processed_sample["train"].drop(columns=[col.YEAR]))
+    test = processed_sample["test"]
     ranking, predicted = [], {}
     for with_make in (False, True):
         name = f"linear_regression{'_with_make' if with_make else ''}"
@@ -59,14 +59,14 @@ def table_rows(page: str) -> list[list[str]]:
 
 
 def test_first_report_shows_data_and_candidates_in_one_self_contained_page(
-    sample_splits: dict[str, Any], candidates: tuple[dict[str, Any], dict[str, np.ndarray]]
+    processed_sample: dict[str, Any], candidates: tuple[dict[str, Any], dict[str, np.ndarray]]
 ) -> None:
     comparison, predicted = candidates
     files = compose(
         comparison,
-        sample_splits["lineage"],
-        sample_splits["train"],
-        sample_splits["test"],
+        processed_sample["lineage"],
+        processed_sample["train"],
+        processed_sample["test"],
         predicted,
         None,
         "no production model yet: nothing to compare the data with",
@@ -84,21 +84,21 @@ def test_first_report_shows_data_and_candidates_in_one_self_contained_page(
     for row, (_, expected) in zip(rows, shown.iterrows(), strict=True):
         assert [float(cell) for cell in row[1:4]] == [expected["mae_g_km"], expected["rmse_g_km"], expected["r2"]]
     assert files.shifts == [] and "nothing to compare the data with" in page
-    assert files.profile == drift.profile(sample_splits["train"])  # what the next run compares itself with
+    assert files.profile == drift.profile(processed_sample["train"])  # what the next run compares itself with
 
 
 def test_report_against_production_lists_the_shifted_input_first(
-    sample_splits: dict[str, Any], candidates: tuple[dict[str, Any], dict[str, np.ndarray]]
+    processed_sample: dict[str, Any], candidates: tuple[dict[str, Any], dict[str, np.ndarray]]
 ) -> None:
     comparison, predicted = candidates
-    train = sample_splits["train"]
+    train = processed_sample["train"]
     lighter = drift.profile(train.assign(mass_kg=train["mass_kg"] / 1.3))  # production saw lighter cars
     champion = {**comparison, "champion_version": "4", "champion_metrics": dict(comparison["winner"])}
     files = compose(
         champion,
-        sample_splits["lineage"],
+        processed_sample["lineage"],
         train,
-        sample_splits["test"],
+        processed_sample["test"],
         predicted,
         lighter,
         "production's training data (version 4)",
