@@ -5,7 +5,7 @@ UV := $(PYTHON) -m uv
 SOURCE ?= local
 PYTEST_ARGS ?=
 
-.PHONY: install tools run status down test lint format bench clean help
+.PHONY: install tools run status down test test-fast lint format bench clean help
 
 help:
 	@echo "make install   create .venv from uv.lock (all extras and dev tools)"
@@ -13,6 +13,7 @@ help:
 	@echo "make status    what of the local platform runs; make down stops it"
 	@echo "make tools     Debian tools the tests run: docker-compose, promtool/prometheus, alertmanager/amtool, chromium/chromedriver"
 	@echo "make test      lint, type-check and run every test"
+	@echo "make test-fast the tests that need no server (under a minute): steps' cores, model, vocabulary, API checks"
 	@echo "make lint      ruff and mypy only"
 	@echo "make bench     benchmarks under bench/ (long)"
 
@@ -53,6 +54,10 @@ format: install
 
 test: lint tools
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+
+# Every test that starts no server of its own (tests/conftest.py marks the others `server`).
+test-fast: install
+	$(UV) run --frozen --no-sync pytest -m "not server" $(PYTEST_ARGS)
 
 bench: install
 	$(UV) run --frozen --no-sync python bench/pipeline_window.py

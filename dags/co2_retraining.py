@@ -35,6 +35,7 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from co2.families import FAMILIES
 from co2_airflow.assets import EEA_RELEASES
 from co2_airflow.notify import FailureMail
 
@@ -203,11 +204,7 @@ def co2_retraining() -> None:
 
     @task
     def compare(
-        processed: dict[str, Any],
-        random_forest: list[dict[str, Any]],
-        linear_regression: list[dict[str, Any]],
-        knn: list[dict[str, Any]],
-        params: dict[str, Any] | None = None,
+        processed: dict[str, Any], trained: list[list[dict[str, Any]]], params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Rank candidates on the shared test split; champion/challenger against production."""
         from pathlib import Path
@@ -215,7 +212,7 @@ def co2_retraining() -> None:
         from co2.pipeline.compare import compare as run_compare
         from co2.settings import get_settings
 
-        candidates = [*random_forest, *linear_regression, *knn]
+        candidates = [candidate for family in trained for candidate in family]
         force = bool((params or {}).get("force_promotion", False))
         result = run_compare(candidates, Path(processed["lineage_path"]), get_settings(), force_promotion=force)
         return result.to_dict()
@@ -265,8 +262,7 @@ def co2_retraining() -> None:
     anything_new(discovered) >> downloaded
     validated = validate(downloaded)
     processed = preprocess(validated)
-    trained = {family: train_task(family)(processed) for family in ("random_forest", "linear_regression", "knn")}
-    compared = compare(processed, **trained)
+    compared = compare(processed, [train_task(family)(processed) for family in FAMILIES])
     register(compared, processed)
     report(compared, processed, validated)
 

@@ -33,6 +33,7 @@ from co2.mlflow_utils import (
 from co2.model import Answers, Columns, answer_columns, input_columns, predict_columns
 from co2.redact import redact_urls
 from co2.settings import Settings
+from co2.tags import LINEAGE_TAGS, METRIC_TAG_PREFIXES, METRIC_TAGS, PREFIX
 from co2.training_summary import TrainingSummary, from_metadata
 from serving import metrics
 
@@ -59,20 +60,6 @@ class LoadedModel:
         return answer_columns(self.model, cars)
 
 
-# The version's tags that say what it was trained on (with every `...sha256`), and the metrics it is judged by:
-# the test split's, per registration year (`mae_g_km.year.2023`) and the next-year backtest's.
-LINEAGE_TAGS = (
-    "co2.years",
-    "co2.source_url",
-    "co2.candidate",
-    "co2.eea_tables",
-    "co2.eea_tables_from",
-    "co2.generated_tables",
-)
-METRIC_TAGS = ("co2.mae_g_km", "co2.rmse_g_km", "co2.r2")
-METRIC_TAG_PREFIXES = ("co2.mae_g_km.year.", "co2.backtest_")
-
-
 def _metrics(tags: dict[str, str]) -> dict[str, float]:
     """The version's metrics from its tags; one that is not a finite number is left out, not fatal."""
     found = {}
@@ -83,7 +70,7 @@ def _metrics(tags: dict[str, str]) -> dict[str, float]:
             except (TypeError, ValueError):
                 continue
             if math.isfinite(number):
-                found[key.removeprefix("co2.")] = number
+                found[key.removeprefix(PREFIX)] = number
     return found
 
 
@@ -239,7 +226,7 @@ class ModelFollower:
             metrics=_metrics(tags),
             # a source URL can carry credentials: shown without them
             lineage=redact_urls(
-                {k.removeprefix("co2."): v for k, v in tags.items() if k.endswith("sha256") or k in LINEAGE_TAGS}
+                {k.removeprefix(PREFIX): v for k, v in tags.items() if k.endswith("sha256") or k in LINEAGE_TAGS}
             ),
             input_ranges=dict(getattr(features, "input_ranges_", {}) or {}),
             training_summary=summary,

@@ -190,3 +190,35 @@ def smtp_server() -> Iterator[SmtpSink]:
     sink.controller.start()  # returns once the server answers
     yield sink
     sink.controller.stop()
+
+
+# --- tiers ----------------------------------------------------------------------------------------
+# A test that uses one of these fixtures needs a server of its own making (PostgreSQL, MLflow, Airflow's
+# database, the prediction service, the local platform, a browser, Prometheus): it is marked `server`.
+# `make test-fast` runs the others (`-m "not server"`); `make test` runs everything.
+SERVER_FIXTURES = frozenset(
+    {
+        "postgres_database",
+        "mlflow_server",
+        "mlflow_uri",
+        "airflow_db",
+        "dagbag",
+        "dag",
+        "model_uris",
+        "running_service",
+        "service_settings",
+        "local_platform",
+        "browser",
+        "airflow_statsd_lines",
+        "api_metrics_text",
+        "exporter",
+        "mlflow_stack",
+        "prometheus_url",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 from co2 import columns as col
+from co2.families import FAMILIES
 from co2.vocabulary import (
     CO2_PER_FUEL_LITRE_G_KM,
     HYBRID_FUEL_TYPES,
@@ -44,8 +45,6 @@ from co2.vocabulary import (
     normalise_fuel_type,
     normalise_make,
 )
-
-FAMILIES: tuple[str, ...] = ("random_forest", "linear_regression", "knn")
 
 # Fuel modes where WLTP CO2 is the fuel burnt: M mono-fuel, H hybrid that is not charged from the grid.
 FUEL_BURNING_MODES = frozenset({"M", "H"})

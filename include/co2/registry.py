@@ -21,23 +21,25 @@ from typing import Any
 
 from co2.logs import get_logger
 from co2.mlflow_utils import current_production, mlflow_client
-from co2.pipeline.discover import (
+from co2.settings import Settings
+from co2.tags import (
     CANDIDATE_TAG,
     DECISION_TAG,
+    METRIC_NAMES,
+    PREFIX,
     PREVIOUS_PRODUCTION_TAG,
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     PROMOTED_TAG,
     PROMOTION_REASON_TAG,
+    RAW_SHA256_TAG,
     TABLES_FROM_TAG,
     TABLES_TAG,
     YEARS_TAG,
 )
-from co2.settings import Settings
 
 log = get_logger("co2.registry")
 
-METRICS = ("mae_g_km", "rmse_g_km", "r2")  # on the shared test split; `register` tags each as co2.<name>
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 
@@ -69,9 +71,9 @@ class VersionSummary:
     def from_version(cls, version: Any) -> VersionSummary:
         tags: dict[str, str] = dict(version.tags or {})
         metrics = {}
-        for name in METRICS:
+        for name in METRIC_NAMES:
             try:
-                metrics[name] = float(tags[f"co2.{name}"])
+                metrics[name] = float(tags[f"{PREFIX}{name}"])
             except (KeyError, ValueError):
                 continue
         try:
@@ -287,12 +289,12 @@ def registry_summary(settings: Settings) -> dict[str, Any]:
             "version": version.version,
             "run_id": version.run_id,
             "candidate": tags.get(CANDIDATE_TAG),
-            "mae_g_km": tags.get("co2.mae_g_km"),
-            "rmse_g_km": tags.get("co2.rmse_g_km"),
-            "r2": tags.get("co2.r2"),
+            "mae_g_km": tags.get(f"{PREFIX}mae_g_km"),
+            "rmse_g_km": tags.get(f"{PREFIX}rmse_g_km"),
+            "r2": tags.get(f"{PREFIX}r2"),
             "promoted": tags.get(PROMOTED_TAG),
             "decision": tags.get(DECISION_TAG),
-            "raw_sha256": tags.get("co2.raw_sha256"),
+            "raw_sha256": tags.get(RAW_SHA256_TAG),
         }
 
     return {

@@ -15,7 +15,3 @@ def _name(*parts: str) -> str:
 
 def gauge(*parts: str, value: float) -> None:
     Stats.gauge(_name(*parts), value)
-
-
-def incr(*parts: str, count: int = 1) -> None:
-    Stats.incr(_name(*parts), count)

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from co2.families import FAMILIES
 from tests.conftest import PROJECT_DIR
 
-TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
+TRAIN_TASKS = {f"train_{family}" for family in FAMILIES}
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ from co2.stack import Secrets, StackPlan, alertmanager_executable, components, p
 from tests.deploy.conftest import DEPLOY_DIR
 from tests.serving.conftest import wait_for
 
+pytestmark = pytest.mark.server  # real Alertmanager and Prometheus processes
+
 ALERTMANAGER_DIR = DEPLOY_DIR / "alertmanager"
 CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
 ENTRYPOINT = ALERTMANAGER_DIR / "entrypoint.sh"

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from airflow.utils.state import TaskInstanceState
 
+from co2.families import FAMILIES
 from tests.deploy.conftest import DEPLOY_DIR
 from tests.deploy.statsd_exporter import StatsdExporter
 
@@ -21,14 +22,11 @@ TASKS = {
     "download",
     "validate",
     "preprocess",
-    "train_random_forest",
-    "train_linear_regression",
-    "train_knn",
+    *(f"train_{family}" for family in FAMILIES),
     "compare",
     "register",
     "report",
 }
-FAMILIES = ("random_forest", "linear_regression", "knn")
 CANDIDATES = {f"{family}{suffix}" for family in FAMILIES for suffix in ("", "_with_make")}
 
 

@@ -26,6 +26,8 @@ from co2.discodata import (
 )
 from co2.settings import LIVE_DISCODATA_URL, Settings
 
+pytestmark = pytest.mark.server  # the client against HTTP servers on loopback ports
+
 QUERY = f"SELECT [ID] FROM {qualified('co2cars_2021Fv24')} ORDER BY [ID]"
 
 

@@ -29,6 +29,8 @@ from co2.emulator import (
 )
 from co2.settings import Settings
 
+pytestmark = pytest.mark.server  # the local discodata server, on a loopback port
+
 TABLE = qualified("co2cars_2021Fv24")
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate
-from co2.model import FAMILIES, build_model, fit, supports_sample_weight
+from co2.families import FAMILIES
+from co2.model import build_model, fit, supports_sample_weight
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import preprocess
 from co2.settings import Settings

@@ -21,13 +21,13 @@ import pytest
 from mlflow import MlflowClient
 
 from co2.local import free_port
-from co2.pipeline.discover import (
+from co2.settings import Settings
+from co2.tags import (
     PREVIOUS_PRODUCTION_TAG,
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     PROMOTION_REASON_TAG,
 )
-from co2.settings import Settings
 from tests.serving.conftest import (  # noqa: F401  (sample_splits is a fixture)
     log_candidate,
     promote,
@@ -150,6 +150,7 @@ def test_what_cannot_be_promoted_is_refused_in_one_line(
     assert production(mlflow_uri, two_versions) == before
 
 
+@pytest.mark.server  # the CLI as a process
 def test_an_unreachable_registry_is_refused_in_one_line() -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     refused = co2(uri, "co2-emissions", "promote", "1")

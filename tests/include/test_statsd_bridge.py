@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from co2.local import ManagedProcess, free_port, start
 from co2.statsd_bridge import MappingError, StatsdMapping
 
+pytestmark = pytest.mark.server  # the StatsD bridge as a process
+
 CO2 = str(Path(sys.executable).parent / "co2")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 
 from co2 import columns as col
 from co2.experiment import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from co2.families import FAMILIES
 from co2.inputs import EXAMPLE_CAR
 from co2.mlflow_utils import download_version
 from co2.stack import DAG_ID, PROMETHEUS_RULES
@@ -40,7 +41,7 @@ from tests.conftest import PROJECT_DIR
 from tests.platform.conftest import Browser, LocalPlatform
 
 pytestmark = pytest.mark.timeout(1800)
-TRAIN_TASKS = {"train_random_forest", "train_linear_regression", "train_knn"}
+TRAIN_TASKS = {f"train_{family}" for family in FAMILIES}
 MODEL = "co2-emissions"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ALERTS = [

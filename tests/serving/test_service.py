@@ -185,6 +185,7 @@ def test_start_up_without_a_production_model_waits_for_one(service_settings: Set
         assert httpx.post(f"{url}/predict", json={"fuel_type": "PETROL", "mass_kg": 1300}).status_code == 200
 
 
+@pytest.mark.server  # a service process of its own
 def test_registry_down_keeps_serving_and_says_so(tmp_path, sample_splits) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     command = mlflow_server_command("127.0.0.1", port, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")

@@ -17,23 +17,9 @@ from co2.logs import get_logger
 from co2.mlflow_utils import current_production, mlflow_client
 from co2.releases import Discovery, discover
 from co2.settings import Settings
+from co2.tags import FINGERPRINT_TAG
 
 log = get_logger("co2.discover")
-
-# Version tags that say what a model was trained on (written by `register`).
-FINGERPRINT_TAG = "co2.eea_fingerprint"
-TABLES_TAG = "co2.eea_tables"
-TABLES_FROM_TAG = "co2.eea_tables_from"
-YEARS_TAG = "co2.years"
-CANDIDATE_TAG = "co2.candidate"
-# ... and why it serves or not: `register`'s decision, and the last move of the alias by hand
-# (`co2 promote`, co2.registry), which leaves register's tags as they were.
-PROMOTED_TAG = "co2.promoted"
-DECISION_TAG = "co2.decision"
-PROMOTED_BY_TAG = "co2.promoted_by"
-PROMOTED_AT_TAG = "co2.promoted_at"
-PROMOTION_REASON_TAG = "co2.promotion_reason"
-PREVIOUS_PRODUCTION_TAG = "co2.previous_production_version"
 
 
 @dataclass(frozen=True)

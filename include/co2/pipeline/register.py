@@ -21,17 +21,27 @@ from co2.experiment import rounded
 from co2.files import read_json
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import current_production, mlflow_client
-from co2.pipeline.discover import (
-    CANDIDATE_TAG,
-    DECISION_TAG,
-    FINGERPRINT_TAG,
-    PROMOTED_TAG,
-    TABLES_FROM_TAG,
-    TABLES_TAG,
-    YEARS_TAG,
-)
 from co2.run_report import report_link
 from co2.settings import Settings
+from co2.tags import (
+    CANDIDATE_TAG,
+    DECISION_TAG,
+    FAMILY_TAG,
+    FINGERPRINT_TAG,
+    GENERATED_TABLES_TAG,
+    PREFIX,
+    PROMOTED_TAG,
+    RAW_SHA256_TAG,
+    RUN_ID_TAG,
+    SOURCE_URL_TAG,
+    TABLES_FROM_TAG,
+    TABLES_TAG,
+    TEST_SHA256_TAG,
+    TRAIN_SHA256_TAG,
+    VALIDATION_TAG,
+    WITH_MAKE_TAG,
+    YEARS_TAG,
+)
 
 log = get_logger("co2.register")
 
@@ -79,20 +89,20 @@ def register(
     metrics = {k: float(winner[k]) for k in ("mae_g_km", "rmse_g_km", "r2")}
     tags = {
         CANDIDATE_TAG: winner["name"],
-        "co2.family": winner["family"],
-        "co2.with_make": str(winner["with_make"]).lower(),
-        **{f"co2.{name}": str(value) for name, value in rounded(metrics).items()},
-        "co2.raw_sha256": lineage["raw_sha256"],
-        "co2.train_sha256": lineage["train"]["sha256"],
-        "co2.test_sha256": lineage["test"]["sha256"],
+        FAMILY_TAG: winner["family"],
+        WITH_MAKE_TAG: str(winner["with_make"]).lower(),
+        **{f"{PREFIX}{name}": str(value) for name, value in rounded(metrics).items()},
+        RAW_SHA256_TAG: lineage["raw_sha256"],
+        TRAIN_SHA256_TAG: lineage["train"]["sha256"],
+        TEST_SHA256_TAG: lineage["test"]["sha256"],
         YEARS_TAG: ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
-        "co2.source_url": str(lineage.get("raw_metadata", {}).get("source_url", "")),
+        SOURCE_URL_TAG: str(lineage.get("raw_metadata", {}).get("source_url", "")),
         **release_tags(lineage.get("raw_metadata", {})),
         **(aging_tags(client.get_run(winner["run_id"]).data.metrics) if winner.get("run_id") else {}),
-        "co2.validation": "passed",
+        VALIDATION_TAG: "passed",
         PROMOTED_TAG: str(comparison["promote"]).lower(),
         DECISION_TAG: comparison["reason"][:5000],
-        "co2.run_id": winner["run_id"],
+        RUN_ID_TAG: winner["run_id"],
         **(extra_tags or {}),
     }
     with printed_as_info("mlflow"):  # "Successfully registered model ...", "Created version ..."
@@ -155,14 +165,14 @@ def release_tags(raw_metadata: dict[str, Any]) -> dict[str, str]:
         tags[FINGERPRINT_TAG] = str(discovery.get("fingerprint", ""))
         tags[TABLES_FROM_TAG] = str(discovery.get("tables_from", ""))
         if discovery.get("generated"):
-            tags["co2.generated_tables"] = ",".join(discovery["generated"])
+            tags[GENERATED_TABLES_TAG] = ",".join(discovery["generated"])
     return tags
 
 
 def aging_tags(run_metrics: dict[str, float]) -> dict[str, str]:
     """The winner's MAE per registration year and its next-year backtest, from its run."""
     return {
-        f"co2.{name}": str(int(value)) if name.endswith("_year") else str(rounded({name: value})[name])
+        f"{PREFIX}{name}": str(int(value)) if name.endswith("_year") else str(rounded({name: value})[name])
         for name, value in sorted(run_metrics.items())
         if name.startswith(("mae_g_km.year.", "backtest_"))
     }

@@ -25,12 +25,14 @@ import pandas as pd
 from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate, predictions, score_predictions
 from co2.experiment import prepare_experiment, rounded
+from co2.families import FAMILIES
 from co2.files import read_json, write_parquet
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import log_model, mlflow_client
-from co2.model import FAMILIES, build_model, fit, supports_sample_weight
+from co2.model import build_model, fit, supports_sample_weight
 from co2.pipeline.preprocess import aggregate
 from co2.settings import Settings
+from co2.tags import FAMILY_TAG, RAW_SHA256_TAG, TEST_SHA256_TAG, TRAIN_SHA256_TAG, WITH_MAKE_TAG
 from co2.training_summary import summarise
 
 log = get_logger("co2.train")
@@ -104,11 +106,11 @@ def train_family(
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.set_tags(
                 {
-                    "co2.family": family,
-                    "co2.with_make": str(with_make).lower(),
-                    "co2.raw_sha256": lineage["raw_sha256"],
-                    "co2.train_sha256": lineage["train"]["sha256"],
-                    "co2.test_sha256": lineage["test"]["sha256"],
+                    FAMILY_TAG: family,
+                    WITH_MAKE_TAG: str(with_make).lower(),
+                    RAW_SHA256_TAG: lineage["raw_sha256"],
+                    TRAIN_SHA256_TAG: lineage["train"]["sha256"],
+                    TEST_SHA256_TAG: lineage["test"]["sha256"],
                     **(run_tags or {}),
                 }
             )
