@@ -44,12 +44,12 @@ def _fetch(client: httpx.Client, mlflow_url: str, run_id: str, path: str, limit:
         ) as answer:
             if answer.status_code != 200:
                 return None
-            body = b""
+            body = bytearray()
             for chunk in answer.iter_bytes():
                 body += chunk
                 if len(body) > limit:
                     return None
-            return body
+            return bytes(body)
     except httpx.HTTPError:
         return None
 

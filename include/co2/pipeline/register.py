@@ -87,6 +87,7 @@ def register(
     lineage = read_json(lineage_path)
     previous = current_production(client, settings)
     metrics = {k: float(winner[k]) for k in ("mae_g_km", "rmse_g_km", "r2")}
+    run = client.get_run(winner["run_id"]) if winner.get("run_id") else None  # its metrics and experiment
     tags = {
         CANDIDATE_TAG: winner["name"],
         FAMILY_TAG: winner["family"],
@@ -98,7 +99,7 @@ def register(
         YEARS_TAG: ",".join(map(str, lineage.get("raw_metadata", {}).get("years", []))),
         SOURCE_URL_TAG: str(lineage.get("raw_metadata", {}).get("source_url", "")),
         **release_tags(lineage.get("raw_metadata", {})),
-        **(aging_tags(client.get_run(winner["run_id"]).data.metrics) if winner.get("run_id") else {}),
+        **(aging_tags(run.data.metrics) if run is not None else {}),
         VALIDATION_TAG: "passed",
         PROMOTED_TAG: str(comparison["promote"]).lower(),
         DECISION_TAG: comparison["reason"][:5000],
@@ -112,7 +113,7 @@ def register(
         version.version,
         description=f"{winner['name']}: MAE {metrics['mae_g_km']:.3f} g/km, RMSE {metrics['rmse_g_km']:.3f} g/km, "
         f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison['reason']}"
-        + (_report_line(client, winner["run_id"]) if winner.get("run_id") else ""),
+        + (_report_line(run.info.experiment_id, run.info.run_id) if run is not None else ""),
     )
     promoted = bool(comparison["promote"])
     if promoted:
@@ -150,9 +151,9 @@ def register(
     return result
 
 
-def _report_line(client: Any, run_id: str) -> str:
+def _report_line(experiment_id: str, run_id: str) -> str:
     """The link to the run report (the `report` task logs it on the winner's run), for the description."""
-    link = report_link(client.get_run(run_id).info.experiment_id, run_id)
+    link = report_link(experiment_id, run_id)
     return f"\n\n[Run report]({link}): the data, their shift since production's training data, each candidate's errors."
 
 
