@@ -31,6 +31,7 @@ from co2 import local  # noqa: E402
 
 STEP = """
 import json, sys
+from dataclasses import asdict
 from pathlib import Path
 from co2.settings import Settings
 settings = Settings()
@@ -44,13 +45,13 @@ elif step == "download":
     from co2.pipeline.download import download
     discovered = json.loads(arg)
     tables = {int(year): table for year, table in discovered["tables"].items()}
-    out = download(settings, tables, discovery=discovered).to_dict()
+    out = asdict(download(settings, tables, discovery=discovered))
 elif step == "validate":
     from co2.pipeline.validate import validate
-    out = validate(Path(arg), settings.reports_dir, min_rows=100).to_dict()
+    out = asdict(validate(Path(arg), settings.reports_dir, min_rows=100))
 elif step == "preprocess":
     from co2.pipeline.preprocess import preprocess
-    out = preprocess(Path(arg), settings.processed_dir, test_fraction=0.2, split_salt="co2").to_dict()
+    out = asdict(preprocess(Path(arg), settings.processed_dir, test_fraction=0.2, split_salt="co2"))
 else:
     from co2.pipeline.train import train_family
     out = [c.to_dict() for c in train_family(step.removeprefix("train_"), Path(arg), settings)]

@@ -30,8 +30,8 @@ import pandas as pd
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
 
-from co2 import columns as col  # noqa: E402
 from co2 import local  # noqa: E402
+from co2_model import columns as col  # noqa: E402
 
 LUA = """
 wrk.method = "POST"
@@ -203,10 +203,10 @@ def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
     import mlflow
 
     from co2.mlflow_utils import log_model
-    from co2.model import build_model, fit
     from co2.pipeline.download import download
     from co2.pipeline.preprocess import preprocess
     from co2.settings import Settings
+    from co2_model.model import build_model, fit
 
     port = local.free_port()
     emulator = local.start_emulator(home, "127.0.0.1", port)

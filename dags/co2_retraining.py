@@ -34,12 +34,27 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk.serde import allow_class
 
-from co2.families import FAMILIES
+from co2.pipeline.results import (
+    STEP_RESULTS,
+    Candidate,
+    CompareResult,
+    DiscoverResult,
+    DownloadResult,
+    PreprocessResult,
+    RegisterResult,
+    ReportResult,
+    ValidationResult,
+)
 from co2_airflow.assets import EEA_RELEASES
 from co2_airflow.notify import FailureMail
+from co2_model.families import FAMILIES
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
+# The steps hand each other the dataclasses they return: Airflow rebuilds only the classes it is told to.
+for result_class in STEP_RESULTS:
+    allow_class(result_class)
 
 
 @dag(
@@ -80,7 +95,7 @@ RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential
 )
 def co2_retraining() -> None:
     @task(retries=3, retry_delay=timedelta(minutes=2), retry_exponential_backoff=True)
-    def discover(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def discover(params: dict[str, Any] | None = None) -> DiscoverResult:
         """The newest EEA tables of the window, and whether production was already trained on them."""
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -105,24 +120,24 @@ def co2_retraining() -> None:
             raise AirflowFailException(str(exc)) from exc
         metrics.gauge("discover", "fallback", value=int(result.discovery["tables_from"] == "fallback"))
         metrics.gauge("discover", "newest_year", value=max(result.discovery["years"]))
-        return {**result.to_dict(), "source_url": source_url}
+        return result
 
     @task.short_circuit
-    def anything_new(discovered: dict[str, Any]) -> bool:
+    def anything_new(discovered: DiscoverResult) -> bool:
         """Go on only if there is something new to train on; else the run ends here, a success."""
         import logging
         import time
 
         from co2_airflow import metrics
 
-        logging.getLogger("airflow.task").info("%s (%s)", discovered["reason"], discovered["discovery"]["note"])
-        metrics.gauge("discover", "nothing_new", value=int(not discovered["retrain"]))
-        if not discovered["retrain"]:  # production is current: as healthy as a retrain (CO2RetrainingOverdue)
+        logging.getLogger("airflow.task").info("%s (%s)", discovered.reason, discovered.discovery["note"])
+        metrics.gauge("discover", "nothing_new", value=int(not discovered.retrain))
+        if not discovered.retrain:  # production is current: as healthy as a retrain (CO2RetrainingOverdue)
             metrics.gauge("retraining", "current_at_unixtime", value=time.time())
-        return bool(discovered["retrain"])
+        return discovered.retrain
 
     @task(retries=3, retry_delay=timedelta(minutes=2), retry_exponential_backoff=True)
-    def download(discovered: dict[str, Any]) -> dict[str, Any]:
+    def download(discovered: DiscoverResult) -> DownloadResult:
         """Aggregated configurations of the chosen tables into an immutable raw snapshot."""
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -131,18 +146,18 @@ def co2_retraining() -> None:
         from co2.settings import get_settings
         from co2_airflow import metrics
 
-        discovery = discovered["discovery"]
+        discovery = discovered.discovery
         tables = {int(year): table for year, table in discovery["tables"].items()}
         try:
-            result = run_download(get_settings(), tables, discovered["source_url"], discovery=discovery)
+            result = run_download(get_settings(), tables, discovered.source_url, discovery=discovery)
         except DiscodataQueryError as exc:  # a refused query (an unpublished table): retrying cannot help
             raise AirflowFailException(str(exc)) from exc
         metrics.gauge("download", "rows", value=result.rows)
         metrics.gauge("download", "registrations", value=result.registrations)
-        return result.to_dict()
+        return result
 
     @task(retries=0)
-    def validate(downloaded: dict[str, Any]) -> dict[str, Any]:
+    def validate(downloaded: DownloadResult) -> ValidationResult:
         """Check the raw snapshot against the declared schema; fail naming each broken check."""
         from pathlib import Path
 
@@ -155,15 +170,15 @@ def co2_retraining() -> None:
 
         settings = get_settings()
         try:
-            result = run_validate(Path(downloaded["snapshot_path"]), settings.reports_dir, min_rows=settings.min_rows)
+            result = run_validate(Path(downloaded.snapshot_path), settings.reports_dir, min_rows=settings.min_rows)
         except DataValidationError as exc:  # the data will not change on a retry
             metrics.gauge("validate", "failures", value=exc.failures)
             raise AirflowFailException(str(exc)) from exc
         metrics.gauge("validate", "failures", value=0)
-        return {**result.to_dict(), "snapshot_path": downloaded["snapshot_path"]}
+        return result
 
     @task
-    def preprocess(validated: dict[str, Any]) -> dict[str, Any]:
+    def preprocess(validated: ValidationResult) -> PreprocessResult:
         """Normalise, clean and split by configuration hash; write the splits and their lineage."""
         from pathlib import Path
 
@@ -173,18 +188,18 @@ def co2_retraining() -> None:
 
         settings = get_settings()
         result = run_preprocess(
-            Path(validated["snapshot_path"]),
+            Path(validated.snapshot_path),
             settings.processed_dir,
             test_fraction=settings.test_fraction,
             split_salt=settings.split_salt,
         )
         metrics.gauge("preprocess", "train_rows", value=result.train_rows)
         metrics.gauge("preprocess", "test_rows", value=result.test_rows)
-        return result.to_dict()
+        return result
 
     def train_task(family: str):  # returns a TaskFlow task
         @task(task_id=f"train_{family}")
-        def train(processed: dict[str, Any], run_id: str | None = None) -> list[dict[str, Any]]:
+        def train(processed: PreprocessResult, run_id: str | None = None) -> list[Candidate]:
             """Fit the family with and without the make; log both candidates to MLflow."""
             from pathlib import Path
 
@@ -193,19 +208,19 @@ def co2_retraining() -> None:
             from co2_airflow import metrics
 
             candidates = train_family(
-                family, Path(processed["lineage_path"]), get_settings(), run_tags={"airflow.run_id": run_id or ""}
+                family, Path(processed.lineage_path), get_settings(), run_tags={"airflow.run_id": run_id or ""}
             )
             for candidate in candidates:
                 metrics.gauge("train", candidate.name, "rmse_g_km", value=candidate.rmse_g_km)
                 metrics.gauge("train", candidate.name, "mae_g_km", value=candidate.mae_g_km)
-            return [c.to_dict() for c in candidates]
+            return candidates
 
         return train
 
     @task
     def compare(
-        processed: dict[str, Any], trained: list[list[dict[str, Any]]], params: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        processed: PreprocessResult, trained: list[list[Candidate]], params: dict[str, Any] | None = None
+    ) -> CompareResult:
         """Rank candidates on the shared test split; champion/challenger against production."""
         from pathlib import Path
 
@@ -214,11 +229,10 @@ def co2_retraining() -> None:
 
         candidates = [candidate for family in trained for candidate in family]
         force = bool((params or {}).get("force_promotion", False))
-        result = run_compare(candidates, Path(processed["lineage_path"]), get_settings(), force_promotion=force)
-        return result.to_dict()
+        return run_compare(candidates, Path(processed.lineage_path), get_settings(), force_promotion=force)
 
     @task
-    def register(compared: dict[str, Any], processed: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    def register(compared: CompareResult, processed: PreprocessResult, run_id: str | None = None) -> RegisterResult:
         """Register the winner; move the production alias only if it was promoted."""
         import time
         from pathlib import Path
@@ -228,34 +242,30 @@ def co2_retraining() -> None:
         from co2_airflow import metrics
 
         result = run_register(
-            compared, Path(processed["lineage_path"]), get_settings(), extra_tags={"airflow.run_id": run_id or ""}
+            compared, Path(processed.lineage_path), get_settings(), extra_tags={"airflow.run_id": run_id or ""}
         )
         metrics.gauge("register", "promoted", value=int(result.promoted))
         if result.production_version is not None:
             metrics.gauge("register", "production_version", value=int(result.production_version))
-        production_metrics = result.metrics if result.promoted else compared.get("champion_metrics")
+        production_metrics = result.metrics if result.promoted else compared.champion_metrics
         if production_metrics:
             metrics.gauge("register", "production_rmse_g_km", value=production_metrics["rmse_g_km"])
             metrics.gauge("register", "production_mae_g_km", value=production_metrics["mae_g_km"])
         # register is the last task: its end is the end of a successful retrain (alerted on when too old)
         metrics.gauge("retraining", "current_at_unixtime", value=time.time())
-        return result.to_dict()
+        return result
 
     @task
-    def report(compared: dict[str, Any], processed: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+    def report(compared: CompareResult, processed: PreprocessResult, validated: ValidationResult) -> ReportResult:
         """Log the run report (figures and one HTML page) on the winner's MLflow run."""
         from pathlib import Path
 
         from co2.pipeline.report import build_report
         from co2.settings import get_settings
 
-        result = build_report(
-            compared,
-            Path(processed["lineage_path"]),
-            get_settings(),
-            validation_report_path=validated.get("report_path"),
+        return build_report(
+            compared, Path(processed.lineage_path), get_settings(), validation_report_path=validated.report_path
         )
-        return result.to_dict()
 
     discovered = discover()
     downloaded = download(discovered)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from co2.logs import get_logger
-from co2.model import UNDECIDED, Answers, input_columns
+from co2_model.model import UNDECIDED, Answers, input_columns
 from serving import metrics
 from serving.registry import LoadedModel, ModelFollower
 

@@ -12,9 +12,9 @@ import io
 import json
 from typing import Any
 
-from co2 import columns as col
-from co2.inputs import MEASURED
-from co2.vocabulary import FUEL_TYPES
+from co2_model import columns as col
+from co2_model.inputs import MEASURED
+from co2_model.vocabulary import FUEL_TYPES
 from serving.schemas import FUEL_TYPE_MAX_CHARS, MAKE_MAX_CHARS, MAX_BATCH_CARS
 
 # The longest text of a float64 (sign, 17 significant digits, exponent), and the widest character:

@@ -21,7 +21,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from co2 import columns as col
 from co2.logs import get_logger
 from co2.mlflow_utils import (
     UntrustedModelError,
@@ -30,11 +29,13 @@ from co2.mlflow_utils import (
     load_trusted_model,
     mlflow_client,
 )
-from co2.model import Answers, Columns, answer_columns, input_columns, predict_columns
 from co2.redact import redact_urls
 from co2.settings import Settings
 from co2.tags import LINEAGE_TAGS, METRIC_TAG_PREFIXES, METRIC_TAGS, PREFIX
 from co2.training_summary import TrainingSummary, from_metadata
+from co2_model import columns as col
+from co2_model.engine import Columns
+from co2_model.model import Answers, answer_columns, input_columns, predict_columns
 from serving import metrics
 
 log = get_logger("co2.serving.registry")

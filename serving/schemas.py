@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from co2.inputs import EXAMPLE_CAR, MEASURED
 from co2.training_summary import TrainingSummary
-from co2.vocabulary import FUEL_MODES, FUEL_TYPES
+from co2_model.inputs import EXAMPLE_CAR, MEASURED
+from co2_model.vocabulary import FUEL_MODES, FUEL_TYPES
 
 MAX_BATCH_CARS = 10_000
 # Room for the longest EEA fuel type with some blanks around it, and for any make (the EEA's
@@ -19,7 +19,7 @@ FUEL_MODE_PATTERN = f"^[{''.join(mode + mode.lower() for mode in FUEL_MODES)}]$"
 
 
 def _measured(name: str) -> Any:
-    """The field of a measured input: its physical range, unit and EEA column from co2.inputs."""
+    """The field of a measured input: its physical range, unit and EEA column from co2_model.inputs."""
     declared = MEASURED[name]
     return Field(
         None,

@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from co2.local import MLFLOW_CLIENT_ENV  # co2.local imports no Airflow
+from co2.local import airflow_base_environment  # co2.local imports no Airflow
 
 # Airflow reads its configuration when first imported: point it at a private home before any
 # test module imports it. The metadata database itself is created by the `airflow_db` fixture.
@@ -31,16 +31,8 @@ PG_ADMIN_DSN = os.environ.get("CO2_TEST_PG_DSN", "postgresql://postgres@127.0.0.
 AIRFLOW_DB = f"co2_test_airflow_{_SESSION}"
 os.environ.update(
     {
-        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **airflow_base_environment(_AIRFLOW_HOME, PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{AIRFLOW_DB}"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        **MLFLOW_CLIENT_ENV,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+psycopg2://"
-        )
-        + f"/{AIRFLOW_DB}",
     }
 )
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from co2 import columns as col
-from co2.inputs import EXAMPLE_CAR
+from co2_model import columns as col
+from co2_model.inputs import EXAMPLE_CAR
 from ui.service import PredictionService, Refused
 from ui.wording import explain, problem, row_of
 

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from co2 import columns as col
-from co2.inputs import EXAMPLE_CAR, MEASURED, MeasuredInput
-from co2.vocabulary import FUEL_MODES, FUEL_TYPES, MAKE_ALIASES, normalise_fuel_type, normalise_make
+from co2_model import columns as col
+from co2_model.inputs import EXAMPLE_CAR, MEASURED, MeasuredInput
+from co2_model.vocabulary import FUEL_MODES, FUEL_TYPES, MAKE_ALIASES, normalise_fuel_type, normalise_make
 from ui import batch, distribution
 from ui.report import report_figures
 from ui.service import PredictionService, Refused, ServiceUnavailable
@@ -22,7 +22,7 @@ NOT_GIVEN = "(not given)"
 EEA_COLUMN = {domain: source for source, domain in col.SOURCE_TO_DOMAIN.items()}  # mass_kg -> M (kg)
 BASIC_NUMBERS = [name for name in col.BASIC_INPUT_COLUMNS if name in MEASURED]
 MORE_NUMBERS = [name for name in MEASURED if name not in BASIC_NUMBERS]
-# the spellings the EEA data uses for each make (co2.vocabulary), shown next to the make's name
+# the spellings the EEA data uses for each make (co2_model.vocabulary), shown next to the make's name
 SPELLINGS: dict[str, list[str]] = {}
 for spelling, make in MAKE_ALIASES.items():
     SPELLINGS.setdefault(make, []).append(spelling)

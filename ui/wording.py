@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from co2.inputs import MEASURED
-from co2.vocabulary import FUEL_MODES, FUEL_TYPES
+from co2_model.inputs import MEASURED
+from co2_model.vocabulary import FUEL_MODES, FUEL_TYPES
 
-# co2.model.METHODS, for people (co2.model itself is not imported: it brings scikit-learn)
+# co2_model.model.METHODS, for people (co2_model.model itself is not imported: it brings scikit-learn)
 METHODS: dict[str, str] = {
     "zero_emission_rule": "By rule: battery-electric and hydrogen cars emit 0 g/km",
     "fuel_consumption": "From its WLTP fuel consumption times the carbon in its fuel",

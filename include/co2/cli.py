@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
             process.wait_healthy()
 
         env = {
-            **local.airflow_env(home),
+            **local.run_airflow_environment(home),
             "MLFLOW_TRACKING_URI": mlflow_uri,
             "CO2_DISCODATA_URL": discodata_url,
             "CO2_DATA_DIR": str(settings.data_dir if "CO2_DATA_DIR" in os.environ else home / "data"),

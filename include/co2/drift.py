@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from co2 import columns as col
-from co2.inputs import MEASURED
+from co2_model import columns as col
+from co2_model.inputs import MEASURED
 
 # The conventional reading of PSI: below 0.1 stable, 0.1 to 0.25 a moderate shift worth watching,
 # above 0.25 a shift that changes what the model sees.
@@ -42,13 +42,6 @@ class FeatureShift:
 
 def status_of(psi: float) -> str:
     return "shifted" if psi > PSI_SHIFTED else "moderate" if psi > PSI_MODERATE else "stable"
-
-
-def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    positions = np.searchsorted(cumulative, quantiles * cumulative[-1], side="left")
-    return values[order][np.clip(positions, 0, len(values) - 1)]
 
 
 def _numeric_shares(values: pd.Series, weights: np.ndarray, edges: list[float]) -> list[float]:
@@ -80,7 +73,12 @@ def profile(frame: pd.DataFrame) -> dict[str, Any]:
         present = ~np.isnan(values)
         edges: list[float] = []
         if present.any():
-            cuts = _weighted_quantiles(values[present], weights[present], np.arange(1, QUANTILE_BINS) / QUANTILE_BINS)
+            cuts = np.quantile(
+                values[present],
+                np.arange(1, QUANTILE_BINS) / QUANTILE_BINS,
+                weights=weights[present],
+                method="inverted_cdf",
+            )
             edges = sorted({float(v) for v in cuts})
         numeric[name] = {"edges": edges, "shares": _numeric_shares(frame[name], weights, edges)}
     categorical = {name: _categorical_shares(frame[name], weights) for name in CATEGORICAL_PROFILED}

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from co2 import columns as col
-from co2.model import OUTPUT_COLUMNS, Answers, answer_columns, calibrate
+from co2_model import columns as col
+from co2_model.model import OUTPUT_COLUMNS, Answers, answer_columns, calibrate
 
 # The test split is halved by configuration: one half calibrates the intervals, the other
 # measures how often they hold (cars the intervals were not calibrated on).

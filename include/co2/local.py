@@ -266,15 +266,26 @@ def start_emulator(home: Path, host: str, port: int, csv_path: Path = SAMPLE_CSV
     )
 
 
-def airflow_env(home: Path) -> dict[str, str]:
-    """Airflow configured for this project: our DAGs and plugins, no examples, state under CO2_HOME."""
-    airflow_home = private_directory(home) / "airflow"
-    airflow_home.mkdir(parents=True, exist_ok=True)
+def airflow_base_environment(airflow_home: Path, database_url: str) -> dict[str, str]:
+    """Airflow configured for this project, the one base of `co2 run` and `co2 up` (compose sets the
+    same): our DAGs and plugins, no examples, its home and metadata database."""
     return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(database_url),
         **MLFLOW_CLIENT_ENV,
     }
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Airflow wants a driver in PostgreSQL URLs; users write plain `postgresql://`."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
+
+
+def run_airflow_environment(home: Path) -> dict[str, str]:
+    """`co2 run`'s Airflow: `airflow_base_environment` with its state (SQLite) in a private home under CO2_HOME."""
+    airflow_home = private_directory(home) / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    return airflow_base_environment(airflow_home, f"sqlite:///{airflow_home / 'airflow.db'}")

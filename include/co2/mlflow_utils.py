@@ -9,17 +9,19 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from co2 import columns as col
 from co2.settings import Settings
+from co2.tags import MODEL_CODE_SHA256_TAG, MODEL_PACKAGE_VERSION_TAG
 from co2.training_summary import METADATA_KEY, TrainingSummary
+from co2_model import code as model_code
+from co2_model import columns as col
 
 # Beyond the types skops trusts by default, the ones our three model families contain: nothing
 # else is serialized, and nothing else is deserialized, whatever a version's own MLmodel lists.
 # A library upgrade that moves one of them fails loudly at logging, naming the type to review.
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
-        "co2.model.CarFeatures",
-        "co2.model.WltpCo2Regressor",
+        "co2_model.model.CarFeatures",
+        "co2_model.model.WltpCo2Regressor",
         "numpy.dtype",
         "sklearn.tree._tree.Tree",  # random forest
         "scipy.interpolate._bsplines.BSpline",  # linear family's splines
@@ -41,6 +43,14 @@ class UntrustedModelError(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.detail = detail  # for the log only: it can quote what the version's files say
+
+
+class OtherModelCodeError(UntrustedModelError):
+    """A version built by other model code than the installed co2_model: its classes may not match."""
+
+
+# In the MLmodel's metadata: the model package a version was built with (co2_model.code).
+MODEL_CODE_KEY = "co2_model"
 
 
 def download_version(client: Any, tracking_uri: str, name: str, version: str, dst_path: str) -> str:
@@ -88,7 +98,7 @@ def model_signature() -> Any:
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    from co2.model import OUTPUT_COLUMNS
+    from co2_model.model import OUTPUT_COLUMNS
 
     inputs: list[Any] = [ColSpec(AnyType(), name, required=False) for name in col.NUMERIC_FEATURES]
     inputs.append(ColSpec("string", col.FUEL_TYPE))
@@ -139,6 +149,7 @@ def load_trusted_model(model_dir: str | Path) -> Any:
     beyond = sorted(set(map(str, listed)) - TRUSTED_TYPES) if isinstance(listed, list) else [repr(listed)]
     if beyond:
         raise UntrustedModelError("its MLmodel trusts types outside the platform's list", ", ".join(beyond))
+    _check_model_code(root, mlmodel)
     model_file = (root / str(flavor.get("pickled_model", ""))).resolve()
     if not model_file.is_relative_to(root) or not model_file.is_file():
         raise UntrustedModelError("its model file is missing", str(flavor.get("pickled_model")))
@@ -152,6 +163,45 @@ def load_trusted_model(model_dir: str | Path) -> Any:
     return skops.io.load(model_file, trusted=sorted(TRUSTED_TYPES))
 
 
+def _check_model_code(root: Path, mlmodel: dict[str, Any]) -> None:
+    """Refuse a version whose stored co2_model is not the installed one (compared by digest, read as text)."""
+    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
+    code_dir = (root / str(pyfunc.get("code") or "code") / model_code.PACKAGE_NAME).resolve()
+    installed = f"co2_model {co2_model_version()}"
+    if not code_dir.is_relative_to(root) or not code_dir.is_dir():
+        raise OtherModelCodeError(
+            f"it was built without the co2_model package (by an older platform); this platform runs {installed}: "
+            "retrain it (trigger co2_retraining with force_retrain)"
+        )
+    stored = model_code.stored_version(code_dir) or "unknown"
+    try:
+        same = model_code.code_digest(code_dir) == model_code.code_digest()
+    except (OSError, ValueError) as exc:
+        raise UntrustedModelError("its stored co2_model code cannot be read", repr(exc)) from None
+    if not same:
+        raise OtherModelCodeError(
+            f"it was built with co2_model {stored}, other code than this platform's {installed}: retrain it "
+            f"(trigger co2_retraining with force_retrain), or serve it with co2-model=={stored} installed"
+        )
+
+
+def co2_model_version() -> str:
+    import co2_model
+
+    return co2_model.__version__
+
+
+def model_code_tags() -> dict[str, str]:
+    """What a version records of the model code it was built with, in its MLmodel metadata."""
+    return {"version": co2_model_version(), "code_sha256": model_code.code_digest()}
+
+
+def model_code_run_tags() -> dict[str, str]:
+    """The same, as the tags of a candidate's run (register copies them to the version)."""
+    code = model_code_tags()
+    return {MODEL_PACKAGE_VERSION_TAG: code["version"], MODEL_CODE_SHA256_TAG: code["code_sha256"]}
+
+
 def pip_requirements() -> list[str]:
     """Pinned from this environment, so a model loads with the scikit-learn it was trained with."""
     from importlib.metadata import version
@@ -162,22 +212,24 @@ def pip_requirements() -> list[str]:
 
 
 def log_model(model: Any, input_example: pd.DataFrame, training_summary: TrainingSummary | None = None) -> str:
-    """Log a fitted model in the active run with signature, input example and its own code, and the
-    summary of its training cars in the MLmodel's metadata (co2.training_summary)."""
+    """Log a fitted model in the active run with signature, input example and its code (the co2_model
+    package alone), and in the MLmodel's metadata that code's version and digest and the summary of
+    its training cars (co2.training_summary)."""
     import mlflow.sklearn
 
-    import co2
-
+    metadata: dict[str, Any] = {MODEL_CODE_KEY: model_code_tags()}
+    if training_summary is not None:
+        metadata[METADATA_KEY] = training_summary.model_dump()
     info = mlflow.sklearn.log_model(
         model,
         name="model",
         signature=model_signature(),
         input_example=input_example,
-        code_paths=[str(Path(co2.__file__).parent)],
+        code_paths=[str(model_code.PACKAGE_DIR)],
         pip_requirements=pip_requirements(),
         serialization_format="skops",
         skops_trusted_types=trusted_types(model),
-        metadata={METADATA_KEY: training_summary.model_dump()} if training_summary is not None else None,
+        metadata=metadata,
     )
     return str(info.model_uri)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from co2 import columns as col
 from co2.drift import PSI_MODERATE, PSI_SHIFTED, FeatureShift
+from co2_model import columns as col
 
 DPI = 80
 STATUS_COLOURS = {"stable": "#4c9f70", "moderate": "#e0a030", "shifted": "#c8553d"}

@@ -32,6 +32,7 @@ from co2.local import (
     PROJECT_DIR,
     SAMPLE_CSV,
     ProcessError,
+    airflow_base_environment,
     executable,
     http_ok,
     mlflow_server_command,
@@ -39,6 +40,7 @@ from co2.local import (
     private_directory,
     process_tree,
     spawn,
+    sqlalchemy_url,
     stop_group,
     tail,
     wait_until_healthy,
@@ -180,7 +182,6 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
     """
     airflow_home = plan.home / "airflow"
     defaults = {
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # The LocalExecutor forks this many workers up front; the DAG runs at most 3 tasks at once.
         "AIRFLOW__CORE__PARALLELISM": "4",
@@ -192,9 +193,7 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
     }
     inherited = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}
     fixed = {
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_DIR / "plugins"),
+        **airflow_base_environment(airflow_home, plan.airflow_database_url),
         "AIRFLOW__CORE__EXECUTOR": plan.executor,
         "AIRFLOW__CORE__FERNET_KEY": keys.fernet_key,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{plan.admin_user}:admin",
@@ -202,7 +201,6 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{plan.airflow_url}/execution/",
         "AIRFLOW__API__BASE_URL": plan.airflow_url,
         "AIRFLOW__API_AUTH__JWT_SECRET": keys.jwt_secret,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(plan.airflow_database_url),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(plan.logs_dir / "airflow"),
         # Airflow's default is every interface: like every process of the stack, loopback only
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": plan.host,
@@ -219,11 +217,6 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
         fixed["AIRFLOW__CELERY__BROKER_URL"] = plan.celery_broker_url
         fixed["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + sqlalchemy_url(plan.airflow_database_url)
     return {**defaults, **inherited, **fixed}
-
-
-def sqlalchemy_url(url: str) -> str:
-    """Airflow wants a driver in PostgreSQL URLs; users write plain `postgresql://`."""
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1) if url.startswith("postgresql://") else url
 
 
 def platform_environment(plan: StackPlan) -> dict[str, str]:
@@ -749,9 +742,14 @@ class AirflowClient:
         return {ti["task_id"]: ti for ti in answer.json()["task_instances"]}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        """What a task returned, or None if it returned nothing (or has not run)."""
+        """What a task returned, or None if it returned nothing (or has not run); a step's result
+        (co2.pipeline.results) as its fields."""
         answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
-        return answer.json().get("value") if answer.status_code == 200 else None
+        value = answer.json().get("value") if answer.status_code == 200 else None
+        # the API gives the stored form: Airflow's serde wraps a dataclass in its class name and version
+        if isinstance(value, dict) and "__classname__" in value and "__data__" in value:
+            return value["__data__"]
+        return value
 
     def set_note(self, dag_id: str, run_id: str, note: str) -> None:
         """The run's note, shown on the run's page in the Airflow UI (at most 1,000 characters)."""

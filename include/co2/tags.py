@@ -22,7 +22,19 @@ TRAIN_SHA256_TAG = "co2.train_sha256"
 TEST_SHA256_TAG = "co2.test_sha256"
 VALIDATION_TAG = "co2.validation"
 RUN_ID_TAG = "co2.run_id"
-LINEAGE_TAGS = (YEARS_TAG, SOURCE_URL_TAG, CANDIDATE_TAG, TABLES_TAG, TABLES_FROM_TAG, GENERATED_TABLES_TAG)
+# the model code it was built with (co2_model): a loader refuses a version of other code
+MODEL_PACKAGE_VERSION_TAG = "co2.model_package_version"
+MODEL_CODE_SHA256_TAG = "co2.model_code_sha256"
+MODEL_CODE_TAGS = (MODEL_PACKAGE_VERSION_TAG, MODEL_CODE_SHA256_TAG)
+LINEAGE_TAGS = (
+    YEARS_TAG,
+    SOURCE_URL_TAG,
+    CANDIDATE_TAG,
+    TABLES_TAG,
+    TABLES_FROM_TAG,
+    GENERATED_TABLES_TAG,
+    MODEL_PACKAGE_VERSION_TAG,
+)
 
 # --- the metrics it is judged by: `co2.<metric>` for the test split's, with per-year and backtest ones
 METRIC_NAMES = ("mae_g_km", "rmse_g_km", "r2")

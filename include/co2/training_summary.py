@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from co2 import columns as col
+from co2_model import columns as col
 
 METADATA_KEY = "co2_training_summary"
 PERCENTILES: tuple[int, ...] = tuple(range(101))  # 0 (the lowest) to 100 (the highest), every percent

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFil
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from co2 import columns as col
-from co2.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE, Answers
+from co2_model import columns as col
+from co2_model.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE, Answers
 from serving import metrics
 from serving.batching import AmbiguousCarError, CarAnswer, UnpredictableCarError, predict_each
 from serving.bodies import FastJSONRoute

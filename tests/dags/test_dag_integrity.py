@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from co2.families import FAMILIES
+from co2_model.families import FAMILIES
 from tests.conftest import PROJECT_DIR
 
 TRAIN_TASKS = {f"train_{family}" for family in FAMILIES}
@@ -150,7 +150,7 @@ def test_nothing_heavy_or_networked_at_parse_time(dag_file: str) -> None:
         spec = importlib.util.spec_from_file_location("dag_file", {str(PROJECT_DIR / "dags" / dag_file)!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        heavy = {{"pandas", "sklearn", "mlflow", "co2.pipeline.train", "co2.model", "co2.releases"}}
+        heavy = {{"pandas", "sklearn", "mlflow", "co2.pipeline.train", "co2_model.model", "co2.releases"}}
         loaded = sorted(name for name in heavy if name in sys.modules and name not in before)
         assert not loaded, f"imported at parse time: {{loaded}}"
         print("ok")

@@ -40,7 +40,7 @@ def export(*extras: str) -> dict[str, str]:
     uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` tells its own path
     assert uv, "uv is missing: `make install` installs it"
     result = subprocess.run(
-        [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", *(f"--extra={e}" for e in extras)],
+        [uv, "export", "--frozen", "--no-dev", "--no-emit-workspace", "--no-hashes", *(f"--extra={e}" for e in extras)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -55,7 +55,8 @@ def test_both_images_install_the_locked_requirements_the_same_way() -> None:
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         extras = "--extra airflow" if dockerfile.name.endswith("airflow") else "--extra serving --extra ui"
-        assert f"uv export --frozen --no-dev --no-emit-project --no-hashes {extras} " in text, dockerfile.name
+        assert f"uv export --frozen --no-dev --no-emit-workspace --no-hashes {extras} " in text, dockerfile.name
+        assert "uv build --wheel --all-packages --out-dir /dist" in text, dockerfile.name  # co2 and co2-model
         assert "pip install --no-cache-dir -r /tmp/co2/requirements.txt" in text, dockerfile.name
 
 
@@ -93,7 +94,9 @@ def test_the_build_stage_copies_every_package_of_the_wheel(dockerfile: Path) -> 
     """`uv build` in each image builds the project's wheel: every package pyproject.toml lists must be there."""
     import tomllib
 
-    packages = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    members = project["tool"]["uv"]["workspace"]["members"]  # built by `uv build --all-packages`
     copied = re.findall(r"^COPY (\S+) \./\S+$", dockerfile.read_text(), re.MULTILINE)
-    missing = [package for package in packages["wheel"]["packages"] if package.split("/")[0] not in copied]
+    missing = [package for package in [*packages, *members] if package.split("/")[0] not in copied]
     assert not missing, f"{dockerfile.name} does not COPY {missing} before `uv build`"

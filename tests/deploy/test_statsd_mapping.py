@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from airflow.utils.state import TaskInstanceState
 
-from co2.families import FAMILIES
+from co2_model.families import FAMILIES
 from tests.deploy.conftest import DEPLOY_DIR
 from tests.deploy.statsd_exporter import StatsdExporter
 

@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from co2 import columns as col
 from co2.files import read_json
 from co2.pipeline.preprocess import preprocess
+from co2_model import columns as col
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from co2 import columns as col
 from co2 import drift
+from co2_model import columns as col
 
 
 def by_feature(found: list[drift.FeatureShift]) -> dict[str, drift.FeatureShift]:

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate
-from co2.families import FAMILIES
-from co2.model import build_model, fit, supports_sample_weight
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import preprocess
 from co2.settings import Settings
+from co2_model import columns as col
+from co2_model.families import FAMILIES
+from co2_model.model import build_model, fit, supports_sample_weight
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,8 @@ def test_plug_in_hybrids_fall_with_electric_range(candidates: dict) -> None:
 
 def test_fast_path_equals_scikit_learn(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """The serving fast path computes the same numbers as the generic scikit-learn path."""
-    from co2.model import ZERO_EMISSION, fast_predict
+    from co2_model.engine import fast_predict
+    from co2_model.model import ZERO_EMISSION
 
     _, test = splits
     for name, model in candidates.items():
@@ -241,7 +242,8 @@ def test_fast_path_equals_scikit_learn(candidates: dict, splits: tuple[pd.DataFr
 
 def test_records_take_the_same_path_as_a_dataframe(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """The service predicts on arrays built from request records: the same answers as `model.predict`."""
-    from co2.model import PARALLEL_MIN_ROWS, input_columns, predict_columns
+    from co2_model.engine import PARALLEL_MIN_ROWS
+    from co2_model.model import input_columns, predict_columns
 
     _, test = splits
     inputs = test[col.MODEL_INPUT_COLUMNS]
@@ -261,7 +263,7 @@ def test_splines_equal_scikit_learn_inside_and_beyond_the_fitted_range(n_knots: 
     """The linear family's splines, evaluated for all features at once, as SplineTransformer does."""
     from sklearn.preprocessing import SplineTransformer
 
-    from co2.model import _splines
+    from co2_model.engine import _splines
 
     rng = np.random.default_rng(n_knots)
     scale = np.array([1.0, 50.0, 0.01, 3.0])

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from co2 import columns as col
 from co2.files import read_json
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import configuration_bucket, preprocess, to_domain
 from co2.settings import Settings
-from co2.vocabulary import FUEL_TYPES, normalise_make
+from co2_model import columns as col
+from co2_model.vocabulary import FUEL_TYPES, normalise_make
 
 
 @pytest.mark.parametrize(

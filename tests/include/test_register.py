@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from structlog.testing import capture_logs
 
 from co2.pipeline.register import decision_sentence, register
+from co2.pipeline.results import CompareResult
 from co2.settings import Settings
 from tests.serving.conftest import log_candidate, sample_splits  # noqa: F401  (sample_splits is a fixture)
 
@@ -72,15 +73,16 @@ def test_register_logs_its_decision_and_mlflow_messages_as_information(
     }
     capfd.readouterr()
     with capture_logs() as events:
-        first = register({"winner": winner, "promote": True, "reason": "no production model yet"}, lineage, settings)
+        first = register(CompareResult(winner, True, "no production model yet", None, None, ""), lineage, settings)
         second = register(
-            {
-                "winner": {**winner, "mae_g_km": 2.83},
-                "promote": False,
-                "reason": "challenger is not better",
-                "champion_version": first.version,
-                "champion_metrics": {"mae_g_km": winner["mae_g_km"]},
-            },
+            CompareResult(
+                {**winner, "mae_g_km": 2.83},
+                False,
+                "challenger is not better",
+                first.version,
+                {"mae_g_km": winner["mae_g_km"]},
+                "",
+            ),
             lineage,
             settings,
         )

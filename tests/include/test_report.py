@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from co2 import columns as col
 from co2 import drift
 from co2.evaluation import predictions, score_predictions
-from co2.model import build_model, fit
 from co2.pipeline.preprocess import aggregate
 from co2.pipeline.report import candidates_table, compose
+from co2_model import columns as col
+from co2_model.model import build_model, fit
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def test_the_airflow_passwords_file_is_private_from_its_first_byte(tmp_path: Pat
 def test_co2_run_creates_its_home_private(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with watching(home):
-        local.airflow_env(home)
+        local.run_airflow_environment(home)
     assert mode(home) == 0o700
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pydantic
 import pytest
 
-from co2 import columns as col
 from co2.training_summary import METADATA_KEY, PERCENTILES, TrainingSummary, from_metadata, summarise
+from co2_model import columns as col
 
 
 def cars(*rows: tuple[str, str, float, int]) -> pd.DataFrame:

@@ -31,12 +31,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from co2 import columns as col
 from co2.experiment import EXPERIMENT_KIND_TAG, MODEL_TRAINING
-from co2.families import FAMILIES
-from co2.inputs import EXAMPLE_CAR
 from co2.mlflow_utils import download_version
 from co2.stack import DAG_ID, PROMETHEUS_RULES
+from co2_model import columns as col
+from co2_model.families import FAMILIES
+from co2_model.inputs import EXAMPLE_CAR
 from tests.conftest import PROJECT_DIR
 from tests.platform.conftest import Browser, LocalPlatform
 
@@ -88,9 +88,7 @@ def raw_snapshots(platform: LocalPlatform) -> dict[str, str]:
 def held_out_cars(platform: LocalPlatform, run_id: str, count: int = 300) -> pd.DataFrame:
     """The run's own test split, its real EEA year only (rows the model never trained on), as the pipeline
     wrote it: generated years never judge a model."""
-    client = platform.airflow()
-    split = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/preprocess/xcomEntries/return_value")
-    test = pd.read_parquet(split.json()["value"]["test_path"])
+    test = pd.read_parquet(platform.airflow().xcom(DAG_ID, run_id, "preprocess")["test_path"])
     return test[test[col.YEAR] == 2021].head(count)
 
 
@@ -533,8 +531,9 @@ def test_killed_scheduler_comes_back_and_the_run_finishes(local_platform: LocalP
     assert tasks["train_random_forest"]["try_number"] >= 2  # the killed attempt was retried
     after = raw_snapshots(local_platform)
     assert {path: after.get(path) for path in snapshots} == snapshots  # nothing overwritten or lost
-    used = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/download/xcomEntries/return_value")
-    assert used.json()["value"]["snapshot_path"] in snapshots  # the run went on with its first snapshot
+    assert (
+        client.xcom(DAG_ID, run_id, "download")["snapshot_path"] in snapshots
+    )  # the run went on with its first snapshot
 
 
 def test_down_leaves_nothing_running(local_platform: LocalPlatform) -> None:

@@ -17,16 +17,16 @@ import pytest
 import uvicorn
 from mlflow import MlflowClient
 
-from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows
-from co2.families import FAMILIES
 from co2.local import free_port
 from co2.mlflow_utils import log_model
-from co2.model import build_model, fit, supports_sample_weight
 from co2.pipeline.download import download
 from co2.pipeline.preprocess import preprocess
 from co2.settings import Settings
 from co2.training_summary import summarise
+from co2_model import columns as col
+from co2_model.families import FAMILIES
+from co2_model.model import build_model, fit, supports_sample_weight
 from serving.main import create_app
 
 

@@ -16,11 +16,11 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from co2 import columns as col
 from co2.mlflow_utils import log_model
-from co2.model import input_columns, predict_columns
 from co2.settings import Settings
-from co2.vocabulary import FUEL_TYPES, HYBRID_FUEL_TYPES
+from co2_model import columns as col
+from co2_model.model import input_columns, predict_columns
+from co2_model.vocabulary import FUEL_TYPES, HYBRID_FUEL_TYPES
 from serving.schemas import Car
 from tests.serving.conftest import promote, ready_version, running_service, wait_for
 
@@ -126,9 +126,9 @@ def test_every_car_the_service_accepts_is_predicted_finitely(model_uris) -> None
 
 
 def test_input_ranges_are_declared_once() -> None:
-    """The service's bounds, the raw data's validation and the column names all come from co2.inputs."""
-    from co2.inputs import MEASURED_INPUTS
+    """The service's bounds, the raw data's validation and the column names all come from co2_model.inputs."""
     from co2.pipeline.validate import OPTIONAL_RULES, SCHEMA
+    from co2_model.inputs import MEASURED_INPUTS
 
     rules = {rule.name: rule for rule in (*SCHEMA, *OPTIONAL_RULES)}
     numeric = {name for name, field in Car.model_fields.items() if field.annotation == float | None}

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from co2 import columns as col
 from co2.local import free_port, mlflow_server_command, start
 from co2.settings import Settings
+from co2_model import columns as col
 from tests.serving.conftest import (
     log_candidate,
     metric_value,

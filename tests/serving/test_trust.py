@@ -24,13 +24,16 @@ from mlflow import MlflowClient
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from co2 import columns as col
+import co2_model
 from co2.files import write_json
 from co2.local import ManagedProcess
-from co2.mlflow_utils import UntrustedModelError, load_trusted_model
-from co2.model import input_columns, predict_columns
+from co2.mlflow_utils import MODEL_CODE_KEY, OtherModelCodeError, UntrustedModelError, load_trusted_model
 from co2.pipeline.compare import compare
+from co2.pipeline.results import Candidate
 from co2.settings import Settings
+from co2_model import columns as col
+from co2_model.code import code_digest
+from co2_model.model import input_columns, predict_columns
 from tests.serving.conftest import metric_value, promote, ready_version, running_service, wait_for
 
 
@@ -105,7 +108,7 @@ def test_compare_does_not_run_a_tampered_production_model(  # type: ignore[no-un
     (tmp_path / "run").mkdir()
     write_json({"test": {"path": str(test_path)}}, tmp_path / "run" / "lineage.json")
     settings = Settings(mlflow_tracking_uri=mlflow_uri, model_name=model_name, data_dir=tmp_path / "data")
-    candidate = {"name": "knn_with_make", "mae_g_km": 3.0, "rmse_g_km": 5.0, "r2": 0.95}
+    candidate = Candidate("knn", True, "", "", mae_g_km=3.0, rmse_g_km=5.0, r2=0.95, train_seconds=1.0)
     result = compare([candidate], tmp_path / "run" / "lineage.json", settings)
     assert not marker.exists()
     assert result.champion_version == version and result.champion_metrics is None
@@ -142,3 +145,62 @@ def test_the_trusted_types_are_the_platforms_not_the_files(model_dir: Path, samp
     with pytest.raises(UntrustedModelError, match="model file holds types outside the platform's list") as refused:
         load_trusted_model(model_dir)
     assert "posix.system" in refused.value.detail and "posix.system" not in str(refused.value)
+
+
+def as_other_model_code(model_dir: Path, version: str) -> None:
+    """Edit the co2_model stored with a version: another version number, one module changed."""
+    stored = model_dir / "code" / "co2_model"
+    init = stored / "__init__.py"
+    init.write_text(init.read_text().replace(f'__version__ = "{co2_model.__version__}"', f'__version__ = "{version}"'))
+    engine = stored / "engine.py"
+    engine.write_text(engine.read_text() + "\nPARALLEL_MIN_ROWS = 1\n")
+
+
+def test_a_version_ships_the_model_package_alone(model_dir: Path) -> None:
+    code = model_dir / "code"
+    assert [path.name for path in code.iterdir()] == ["co2_model"]  # not the platform (cli, emulator, stack...)
+    shipped = sorted(path.relative_to(code / "co2_model").as_posix() for path in code.rglob("*.py"))
+    installed = Path(co2_model.__file__).parent
+    assert shipped == sorted(path.relative_to(installed).as_posix() for path in installed.rglob("*.py"))
+    assert not any("import co2." in p.read_text() or "from co2 " in p.read_text() for p in code.rglob("*.py"))
+    metadata = yaml.safe_load((model_dir / "MLmodel").read_text())["metadata"][MODEL_CODE_KEY]
+    assert metadata == {"version": co2_model.__version__, "code_sha256": code_digest()}
+    load_trusted_model(model_dir)
+
+    as_other_model_code(model_dir, "0.9.0")
+    with pytest.raises(OtherModelCodeError, match=r"built with co2_model 0\.9\.0, other code than this platform's"):
+        load_trusted_model(model_dir)
+    shutil.rmtree(model_dir / "code" / "co2_model")
+    with pytest.raises(OtherModelCodeError, match="built without the co2_model package"):
+        load_trusted_model(model_dir)
+
+
+def test_a_version_of_other_model_code_is_refused_by_the_service_and_replaced_by_compare(  # type: ignore[no-untyped-def]
+    service_settings: Settings, model_uris, sample_splits, mlflow_server: ManagedProcess, tmp_path: Path
+) -> None:
+    uri, name = service_settings.mlflow_tracking_uri, service_settings.model_name
+    good = promote(uri, name, model_uris["knn"])
+    with running_service(service_settings) as url:
+        wait_for(lambda: ready_version(url) == good, 30)
+        version, location = register_copy(uri, name, model_uris["knn"], tmp_path)
+        as_other_model_code(artifact_root(mlflow_server) / location.removeprefix("mlflow-artifacts:/"), "0.9.0")
+        MlflowClient(uri, registry_uri=uri).set_registered_model_alias(name, "production", version)
+        wait_for(
+            lambda: (
+                f"version {version} refused: it was built with co2_model 0.9.0"
+                in str(httpx.get(f"{url}/ready").json()["last_error"])
+            ),
+            20,
+        )
+        assert httpx.get(f"{url}/ready").json()["model_version"] == good
+
+    test_path = tmp_path / "test.parquet"
+    sample_splits[1].to_parquet(test_path)
+    (tmp_path / "run").mkdir()
+    write_json({"test": {"path": str(test_path)}}, tmp_path / "run" / "lineage.json")
+    settings = Settings(mlflow_tracking_uri=uri, model_name=name, data_dir=tmp_path / "data")
+    candidate = Candidate("knn", True, "", "", mae_g_km=3.0, rmse_g_km=5.0, r2=0.95, train_seconds=1.0)
+    result = compare([candidate], tmp_path / "run" / "lineage.json", settings)
+    assert result.champion_version == version and result.champion_metrics is None
+    assert result.promote is True
+    assert result.reason.startswith("this platform cannot load the production model (it was built with co2_model 0.9.0")

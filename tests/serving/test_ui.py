@@ -17,9 +17,9 @@ import pytest
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from co2.inputs import EXAMPLE_CAR
 from co2.local import free_port
 from co2.settings import Settings, get_settings
+from co2_model.inputs import EXAMPLE_CAR
 from tests.serving.conftest import promote, ready_version, running_service, wait_for
 from ui import APP
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from co2.model import METHODS
-from co2.vocabulary import FUEL_MODES
+from co2_model.model import METHODS
+from co2_model.vocabulary import FUEL_MODES
 from ui.distribution import histogram, position, share_above, share_below
 from ui.wording import METHODS as METHODS_IN_WORDS
 from ui.wording import explain

@@ -9,7 +9,6 @@ promotion is forced; the report says which and why.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,17 @@ import pandas as pd
 from co2.evaluation import evaluate
 from co2.files import new_directory, read_json, utc_stamp, write_json
 from co2.logs import get_logger
-from co2.mlflow_utils import current_production, download_version, load_trusted_model, mlflow_client
+from co2.mlflow_utils import (
+    OtherModelCodeError,
+    current_production,
+    download_version,
+    load_trusted_model,
+    mlflow_client,
+)
+from co2.pipeline.results import Candidate, CompareResult
 from co2.settings import Settings
 
 log = get_logger("co2.compare")
-
-
-@dataclass
-class CompareResult:
-    winner: dict[str, Any]
-    promote: bool
-    reason: str
-    champion_version: str | None
-    champion_metrics: dict[str, float] | None
-    report_path: str
-    ranking: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rank(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,11 +45,18 @@ def decide(
     *,
     force: bool,
     min_improvement: float,
+    champion_other_code: str | None = None,
 ) -> tuple[bool, str]:
     """Whether to promote the winner, and the sentence that explains it."""
     challenger = f"{winner['name']} (MAE {winner['mae_g_km']:.3f} g/km)"
     if force:
         return True, f"promotion forced by the run's parameters; {challenger}"
+    if champion_other_code is not None:
+        # This platform's service refuses that version too: keeping it would keep nothing served.
+        return (
+            True,
+            f"this platform cannot load the production model ({champion_other_code}); {challenger} replaces it",
+        )
     if champion_error is not None:
         return (
             False,
@@ -73,9 +72,9 @@ def decide(
 
 
 def compare(
-    candidates: list[dict[str, Any]], lineage_path: Path, settings: Settings, *, force_promotion: bool = False
+    candidates: list[Candidate], lineage_path: Path, settings: Settings, *, force_promotion: bool = False
 ) -> CompareResult:
-    ranking = rank(candidates)
+    ranking = rank([candidate.to_dict() for candidate in candidates])
     winner = ranking[0]
     lineage = read_json(lineage_path)
     test = pd.read_parquet(lineage["test"]["path"])
@@ -83,6 +82,7 @@ def compare(
     champion = current_production(client, settings)
     champion_metrics: dict[str, float] | None = None
     champion_error: str | None = None
+    champion_other_code: str | None = None
     if champion is not None:
         try:
             # the registry is a trust boundary: its files are checked before anything is deserialized
@@ -92,11 +92,19 @@ def compare(
                 )
                 model = load_trusted_model(local)
             champion_metrics = evaluate(model, test)
+        except OtherModelCodeError as exc:  # no service of this platform can load it either
+            champion_other_code = str(exc)
+            log.warning("champion_other_code", version=champion.version, reason=champion_other_code)
         except Exception as exc:  # any failure to load or score is reported, never fatal
             champion_error = f"{type(exc).__name__}: {exc}"
             log.warning("champion_not_scored", version=champion.version, error=champion_error)
     promote, reason = decide(
-        winner, champion_metrics, champion_error, force=force_promotion, min_improvement=settings.min_improvement_g_km
+        winner,
+        champion_metrics,
+        champion_error,
+        force=force_promotion,
+        min_improvement=settings.min_improvement_g_km,
+        champion_other_code=champion_other_code,
     )
     report_dir = new_directory(settings.reports_dir / Path(lineage_path).parent.name, f"compare_{utc_stamp()}")
     report_path = report_dir / "compare.json"

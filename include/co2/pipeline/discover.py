@@ -9,28 +9,16 @@ nothing: the run stops here and says why, unless `force_retrain` (or `force_prom
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from co2.discodata import DiscodataClient
 from co2.logs import get_logger
 from co2.mlflow_utils import current_production, mlflow_client
+from co2.pipeline.results import DiscoverResult
 from co2.releases import Discovery, discover
 from co2.settings import Settings
 from co2.tags import FINGERPRINT_TAG
 
 log = get_logger("co2.discover")
-
-
-@dataclass(frozen=True)
-class DiscoverResult:
-    discovery: dict[str, Any]  # Discovery.to_dict()
-    retrain: bool
-    reason: str  # why the run trains, or why it stops here
-    production_version: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def discover_step(
@@ -56,7 +44,7 @@ def discover_step(
         fingerprint=discovery.fingerprint(),
         production_version=version or "none",
     )
-    return DiscoverResult(discovery.to_dict(), retrain, reason, version)
+    return DiscoverResult(discovery.to_dict(), retrain, reason, version, source_url or settings.discodata_url)
 
 
 def decide(

@@ -9,33 +9,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
-from co2 import columns as col
 from co2.discodata import DiscodataClient, DiscodataQueryError, qualified
 from co2.files import new_directory, utc_stamp, write_json, write_parquet
 from co2.logs import get_logger
+from co2.pipeline.results import DownloadResult
 from co2.settings import Settings
+from co2_model import columns as col
 
 log = get_logger("co2.download")
 
 SOURCE_STRING_COLUMNS = ("MS", "Mk", "Ft", "Fm")
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    snapshot_path: str
-    metadata_path: str
-    rows: int
-    registrations: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def aggregation_query(table: str, source_columns: list[str]) -> str:

@@ -15,20 +15,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from co2 import columns as col
 from co2.files import new_directory, read_json, sha256_file, utc_stamp, write_json, write_parquet
 from co2.logs import get_logger
-from co2.model import FUEL_BURNING_MODES, MAX_CHARGE_SUSTAINING_CO2_G_KM, utility_factor
+from co2.pipeline.results import PreprocessResult
 from co2.pipeline.validate import OPTIONAL_RULES, SCHEMA
-from co2.vocabulary import CO2_PER_FUEL_LITRE_G_KM, ZERO_EMISSION_FUEL_TYPES, normalise_fuel_types, normalise_makes
+from co2_model import columns as col
+from co2_model.model import FUEL_BURNING_MODES, MAX_CHARGE_SUSTAINING_CO2_G_KM, utility_factor
+from co2_model.vocabulary import (
+    CO2_PER_FUEL_LITRE_G_KM,
+    ZERO_EMISSION_FUEL_TYPES,
+    normalise_fuel_types,
+    normalise_makes,
+)
 
 log = get_logger("co2.preprocess")
 
@@ -36,20 +40,6 @@ log = get_logger("co2.preprocess")
 # within this share of the fuel's WLTP factor (judged on the training split, >= MIN_ROWS rows).
 FC_CONSISTENCY_TOLERANCE = 0.06
 FC_CONSISTENCY_MIN_ROWS = 5
-
-
-@dataclass(frozen=True)
-class PreprocessResult:
-    train_path: str
-    test_path: str
-    lineage_path: str
-    train_rows: int
-    test_rows: int
-    train_registrations: int
-    test_registrations: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def to_domain(raw: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from co2.experiment import rounded
 from co2.files import read_json
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
 from co2.mlflow_utils import current_production, mlflow_client
+from co2.pipeline.results import CompareResult, RegisterResult
 from co2.run_report import report_link
 from co2.settings import Settings
 from co2.tags import (
@@ -29,6 +29,7 @@ from co2.tags import (
     FAMILY_TAG,
     FINGERPRINT_TAG,
     GENERATED_TABLES_TAG,
+    MODEL_CODE_TAGS,
     PREFIX,
     PROMOTED_TAG,
     RAW_SHA256_TAG,
@@ -46,22 +47,6 @@ from co2.tags import (
 log = get_logger("co2.register")
 
 
-@dataclass(frozen=True)
-class RegisterResult:
-    model_name: str
-    version: str
-    promoted: bool
-    reason: str
-    alias: str
-    production_version: str | None
-    previous_production_version: str | None
-    metrics: dict[str, float]
-    decision: str = ""  # the sentence the task log shows
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def set_legacy_production_stage(client: Any, name: str, version: str) -> None:
     """Stage `Production` for clients that still read stages, the previous holders `Archived`.
 
@@ -77,13 +62,13 @@ def set_legacy_production_stage(client: Any, name: str, version: str) -> None:
 
 
 def register(
-    comparison: dict[str, Any], lineage_path: Path, settings: Settings, *, extra_tags: dict[str, str] | None = None
+    comparison: CompareResult, lineage_path: Path, settings: Settings, *, extra_tags: dict[str, str] | None = None
 ) -> RegisterResult:
     import mlflow
 
     route_mlflow_logging()
     client = mlflow_client(settings)
-    winner = comparison["winner"]
+    winner = comparison.winner
     lineage = read_json(lineage_path)
     previous = current_production(client, settings)
     metrics = {k: float(winner[k]) for k in ("mae_g_km", "rmse_g_km", "r2")}
@@ -101,9 +86,11 @@ def register(
         **release_tags(lineage.get("raw_metadata", {})),
         **(aging_tags(run.data.metrics) if run is not None else {}),
         VALIDATION_TAG: "passed",
-        PROMOTED_TAG: str(comparison["promote"]).lower(),
-        DECISION_TAG: comparison["reason"][:5000],
+        PROMOTED_TAG: str(comparison.promote).lower(),
+        DECISION_TAG: comparison.reason[:5000],
         RUN_ID_TAG: winner["run_id"],
+        # the code the winner was built with, as its training run recorded it
+        **({k: v for k, v in run.data.tags.items() if k in MODEL_CODE_TAGS} if run is not None else {}),
         **(extra_tags or {}),
     }
     with printed_as_info("mlflow"):  # "Successfully registered model ...", "Created version ..."
@@ -112,10 +99,10 @@ def register(
         settings.model_name,
         version.version,
         description=f"{winner['name']}: MAE {metrics['mae_g_km']:.3f} g/km, RMSE {metrics['rmse_g_km']:.3f} g/km, "
-        f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison['reason']}"
+        f"R² {metrics['r2']:.4f} on the configuration-hashed test split. {comparison.reason}"
         + (_report_line(run.info.experiment_id, run.info.run_id) if run is not None else ""),
     )
-    promoted = bool(comparison["promote"])
+    promoted = comparison.promote
     if promoted:
         client.set_registered_model_alias(settings.model_name, settings.model_alias, version.version)
         set_legacy_production_stage(client, settings.model_name, str(version.version))
@@ -124,15 +111,15 @@ def register(
         str(version.version),
         promoted,
         metrics["mae_g_km"],
-        comparison.get("champion_version"),
-        (comparison.get("champion_metrics") or {}).get("mae_g_km"),
+        comparison.champion_version,
+        (comparison.champion_metrics or {}).get("mae_g_km"),
         settings.min_improvement_g_km,
     )
     result = RegisterResult(
         model_name=settings.model_name,
         version=str(version.version),
         promoted=promoted,
-        reason=comparison["reason"],
+        reason=comparison.reason,
         alias=settings.model_alias,
         production_version=str(production) if production is not None else None,
         previous_production_version=str(previous.version) if previous is not None else None,

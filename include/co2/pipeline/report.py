@@ -15,7 +15,7 @@ import html
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from co2.experiment import rounded
 from co2.files import read_json
 from co2.logs import get_logger
 from co2.mlflow_utils import mlflow_client
+from co2.pipeline.results import CompareResult, ReportResult
 from co2.pipeline.train import PREDICTED
 from co2.run_report import PROFILE_FILE, REPORT_DIR, REPORT_HTML, SUMMARY_FILE
 from co2.settings import Settings
@@ -36,19 +37,6 @@ log = get_logger("co2.report")
 
 # Metrics on the winner's run: the PSI of each input against production's training data.
 DRIFT_METRIC_PREFIX = "drift_psi."
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    run_id: str
-    artifact_uri: str
-    figures: list[str]
-    shifted: list[str] = field(default_factory=list)  # inputs whose PSI says "shifted", most first
-    reference: str = ""  # what the shift was measured against
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def candidates_table(comparison: dict[str, Any]) -> pd.DataFrame:
@@ -203,7 +191,7 @@ def compose(
 
 
 def build_report(
-    comparison: dict[str, Any],
+    compared: CompareResult,
     lineage_path: Path,
     settings: Settings,
     *,
@@ -211,6 +199,7 @@ def build_report(
 ) -> ReportResult:
     """Draw the report and log it on the winner's run; return where it is and what shifted."""
     started = time.perf_counter()
+    comparison = compared.to_dict()  # what the report's pure parts read
     client = mlflow_client(settings)
     lineage = read_json(lineage_path)
     train = pd.read_parquet(lineage["train"]["path"])

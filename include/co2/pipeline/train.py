@@ -16,24 +16,30 @@ import contextlib
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from co2 import columns as col
 from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate, predictions, score_predictions
 from co2.experiment import prepare_experiment, rounded
-from co2.families import FAMILIES
 from co2.files import read_json, write_parquet
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
-from co2.mlflow_utils import log_model, mlflow_client
-from co2.model import build_model, fit, supports_sample_weight
+from co2.mlflow_utils import log_model, mlflow_client, model_code_run_tags
 from co2.pipeline.preprocess import aggregate
+from co2.pipeline.results import Candidate
 from co2.settings import Settings
-from co2.tags import FAMILY_TAG, RAW_SHA256_TAG, TEST_SHA256_TAG, TRAIN_SHA256_TAG, WITH_MAKE_TAG
+from co2.tags import (
+    FAMILY_TAG,
+    RAW_SHA256_TAG,
+    TEST_SHA256_TAG,
+    TRAIN_SHA256_TAG,
+    WITH_MAKE_TAG,
+)
 from co2.training_summary import summarise
+from co2_model import columns as col
+from co2_model.families import FAMILIES
+from co2_model.model import build_model, fit, supports_sample_weight
 
 log = get_logger("co2.train")
 
@@ -41,27 +47,6 @@ log = get_logger("co2.train")
 PREDICTED = "predicted_g_km"
 # MLflow keeps a dataset digest of at most 36 characters: the start of the split file's sha256.
 DIGEST_CHARS = 16
-
-
-@dataclass(frozen=True)
-class Candidate:
-    family: str
-    with_make: bool
-    run_id: str
-    model_uri: str
-    mae_g_km: float
-    rmse_g_km: float
-    r2: float
-    train_seconds: float
-    backtest_mae_g_km: float | None = None
-    predictions_path: str = ""  # its WLTP CO2 for each car of the test split, in the split's order
-
-    @property
-    def name(self) -> str:
-        return f"{self.family}{'_with_make' if self.with_make else ''}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "name": self.name}
 
 
 def train_family(
@@ -111,6 +96,7 @@ def train_family(
                     RAW_SHA256_TAG: lineage["raw_sha256"],
                     TRAIN_SHA256_TAG: lineage["train"]["sha256"],
                     TEST_SHA256_TAG: lineage["test"]["sha256"],
+                    **model_code_run_tags(),
                     **(run_tags or {}),
                 }
             )

@@ -9,35 +9,23 @@ the source is broken and a human should look.
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from co2 import columns as col
 from co2.files import new_directory, utc_stamp, write_json
-from co2.inputs import MEASURED, MEASURED_INPUTS
 from co2.logs import get_logger
+from co2.pipeline.results import ValidationResult
+from co2_model import columns as col
+from co2_model.inputs import MEASURED, MEASURED_INPUTS
+from co2_model.vocabulary import FUEL_TYPES
 
 log = get_logger("co2.validate")
 
-KNOWN_FUEL_TYPES = frozenset(
-    {
-        "PETROL",
-        "DIESEL",
-        "PETROL/ELECTRIC",
-        "DIESEL/ELECTRIC",
-        "ELECTRIC",
-        "LPG",
-        "NG",
-        "NG-BIOMETHANE",
-        "E85",
-        "HYDROGEN",
-        "UNKNOWN",
-    }
-)
+# the EEA's fuel types (co2_model.vocabulary), compared upper case as the raw data spells them
+KNOWN_FUEL_TYPES = frozenset(fuel_type.upper() for fuel_type in FUEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -52,7 +40,7 @@ class ColumnRule:
 
 
 def _measured(name: str, max_null_fraction: float) -> ColumnRule:
-    """The rule of a measured model input: its EEA column and physical range as co2.inputs declares them."""
+    """The rule of a measured model input: its EEA column and physical range as co2_model.inputs declares them."""
     declared = MEASURED[name]
     return ColumnRule(declared.eea_column, "number", max_null_fraction, declared.minimum, declared.maximum)
 
@@ -84,18 +72,6 @@ class Check:
     observed: float | int | str
     limit: float | int | str
     detail: str = ""
-
-
-@dataclass
-class ValidationResult:
-    passed: bool
-    report_path: str
-    rows: int
-    failures: int
-    checks: list[Check] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "report_path": self.report_path, "rows": self.rows, "failures": self.failures}
 
 
 class DataValidationError(ValueError):
@@ -166,7 +142,7 @@ def validate(
             len(failed),
             str(report_path),
         )
-    return ValidationResult(True, str(report_path), len(raw), 0, checks)
+    return ValidationResult(True, str(report_path), len(raw), 0, str(snapshot_path))
 
 
 def _column_checks(series: pd.Series, rule: ColumnRule, max_out_of_range_fraction: float) -> list[Check]:

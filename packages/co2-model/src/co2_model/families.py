@@ -1,5 +1,5 @@
 """The model families, declared once: the DAG builds one training task per family from this tuple, and
-each family is trained with and without the make (co2.model.build_model)."""
+each family is trained with and without the make (co2_model.model.build_model)."""
 
 from __future__ import annotations
 

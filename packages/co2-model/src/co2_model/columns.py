@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from co2.inputs import MEASURED_INPUTS
+from co2_model.inputs import MEASURED_INPUTS
 
 # discodata column -> domain column. Raw snapshots keep the discodata names (they are what the
 # source said); everything after preprocessing speaks in the domain names. The measured inputs'
-# columns come from their declaration in co2.inputs.
+# columns come from their declaration in co2_model.inputs.
 REQUIRED_SOURCE_COLUMNS: dict[str, str] = {
     "MS": "member_state",
     "Mk": "make",
