@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -37,8 +38,11 @@ os.environ.update(
 )
 
 from co2.emulator import DiscodataDatabase, EmulatorServer  # noqa: E402
+from co2.files import read_json  # noqa: E402
 from co2.local import MLFLOW_SERVER_ENV, ManagedProcess, free_port, mlflow_server_command, start  # noqa: E402
+from co2.pipeline.preprocess import preprocess  # noqa: E402
 from co2.settings import Settings, get_settings  # noqa: E402
+from co2_model import columns as col  # noqa: E402
 
 SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
 
@@ -214,3 +218,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+
+
+# --- the sample as processed splits, without a server ---------------------------------------------
+@pytest.fixture(scope="session")
+def processed_sample(sample_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Train, test and lineage of the sample, as if downloaded one registration per row (cars with a WLTP CO2,
+    as the download asks for)."""
+    raw_dir = tmp_path_factory.mktemp("raw") / "sample"
+    raw_dir.mkdir()
+    present = [name for name in col.SOURCE_TO_DOMAIN if name in sample_frame.columns]
+    cars = sample_frame[sample_frame["Ewltp (g/km)"].notna()]
+    cars[present].assign(**{col.COUNT_ALIAS: 1, "Year": 2021}).to_parquet(raw_dir / "snapshot.parquet")
+    result = preprocess(
+        raw_dir / "snapshot.parquet", tmp_path_factory.mktemp("processed"), test_fraction=0.2, split_salt="co2"
+    )
+    return {
+        "train": pd.read_parquet(result.train_path),
+        "test": pd.read_parquet(result.test_path),
+        "lineage": read_json(Path(result.lineage_path)),
+    }
