@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         help="Airflow executor (default CO2_EXECUTOR); Celery uses CO2_CELERY_BROKER_URL",
     )
     up.add_argument("--celery-workers", type=int, help="`airflow celery worker` processes (default CO2_CELERY_WORKERS)")
+    up.add_argument(
+        "--sequential", action="store_true", help="start one component after the other (slower; for comparison)"
+    )
     up.set_defaults(handler=_up)
 
     down = commands.add_parser("down", help="stop every process of the local platform")
@@ -258,6 +261,8 @@ def _serve(args: argparse.Namespace) -> int:
         # PROMETHEUS_MULTIPROC_DIR if set) and /metrics adds them up: set before any worker starts.
         metrics_dir = tempfile.mkdtemp(prefix="co2-metrics-", dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # a registry event reaches one worker; it wakes the others by touching this file (serving.registry)
+        os.environ["CO2_SERVING_WAKE_FILE"] = str(Path(tempfile.mkdtemp(prefix="co2-wake-")) / "registry-event")
         try:
             uvicorn.run(
                 "serving.main:app",
@@ -318,16 +323,30 @@ def _up(args: argparse.Namespace) -> int:
     }
     settings = get_settings().model_copy(update=overrides)
     try:
-        plan, state, timings = stack.up(settings)
+        plan, state, timings = stack.up(settings, sequential=args.sequential)
     except (stack.StackError, FileNotFoundError) as exc:
         print(f"co2 up: {exc}", file=sys.stderr)
         return 1
     keys = stack.Secrets.load_or_create(plan.home)
-    print(f"co2 platform up in {timings['total']:.0f}s (state in {plan.home})")
+    started = [timing for timing in timings if not timing.running_already]
+    if started:
+        total = max(timing.healthy_s for timing in started)
+        print(f"co2 platform up in {total:.0f}s (state in {plan.home}); seconds since start, started -> healthy:")
+        for timing in sorted(started, key=lambda t: t.healthy_s):
+            waited = f"  (after {', '.join(timing.after)})" if timing.after else ""
+            print(f"  {timing.name:<24} {timing.started_s:5.1f} -> {timing.healthy_s:5.1f}{waited}")
+        print(f"  critical path: {' -> '.join(t.name for t in stack.critical_path(timings))}")
+    else:
+        print(f"co2 platform already up: every component is running (state in {plan.home})")
+    # the experiment's link asks MLflow (and imports its client): once, then kept with the stack's state
+    runs_url = state.info.get("training_runs_url")
+    if not runs_url:
+        runs_url = state.info["training_runs_url"] = training_runs_url(plan.mlflow_url, settings.experiment_name)
+        state.save()
     for name, url in (
         ("Airflow UI and REST API", plan.airflow_url),
         ("MLflow", plan.mlflow_url),
-        ("MLflow training runs", training_runs_url(plan.mlflow_url, settings.experiment_name)),
+        ("MLflow training runs", runs_url),
         ("Prediction service", f"{plan.api_url}/docs"),
         ("Prediction page", plan.ui_url),
         ("Prometheus alerts", state.info.get("prometheus_alerts_url")),

@@ -16,8 +16,10 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from co2.local import (
     MLFLOW_SERVER_ENV,
     PROJECT_DIR,
     SAMPLE_CSV,
+    WEBHOOK_KEY_ENV,
     ProcessError,
     airflow_base_environment,
     executable,
@@ -149,23 +152,32 @@ class Secrets:
     jwt_secret: str
     fernet_key: str
     admin_password: str
+    webhook_secret: str = ""  # the registry webhook's HMAC secret (MLflow -> prediction service)
+    webhook_key: str = ""  # MLflow's key for the webhook secrets it stores (a Fernet key)
 
     @classmethod
     def load_or_create(cls, home: Path, admin_password: str = "") -> Secrets:
+        from cryptography.fernet import Fernet
+
         path = private_directory(home) / "secrets.json"
         if path.exists():
             path.chmod(0o600)
             stored = cls(**json.loads(path.read_text()))
+            changed = not (stored.webhook_secret and stored.webhook_key)  # a home from before webhooks
+            stored.webhook_secret = stored.webhook_secret or secrets.token_urlsafe(32)
+            stored.webhook_key = stored.webhook_key or Fernet.generate_key().decode()
             if admin_password and admin_password != stored.admin_password:
                 stored.admin_password = admin_password
+                changed = True
+            if changed:
                 stored.save(path)
             return stored
-        from cryptography.fernet import Fernet
-
         created = cls(
             jwt_secret=secrets.token_urlsafe(32),
             fernet_key=Fernet.generate_key().decode(),
             admin_password=admin_password or secrets.token_urlsafe(12),
+            webhook_secret=secrets.token_urlsafe(32),
+            webhook_key=Fernet.generate_key().decode(),
         )
         created.save(path)
         return created
@@ -244,6 +256,12 @@ class Component:
     healthy: Callable[[], bool]
     url: str = ""
     timeout_seconds: float = 180.0
+    after: tuple[str, ...] = ()  # what must be healthy (or done) before it starts
+
+
+# Airflow's processes start once its metadata database is migrated; they need nothing else to start.
+MIGRATE = "airflow-db-migrate"
+AFTER_MIGRATE = (MIGRATE,)
 
 
 def heartbeat_healthy(plan: StackPlan, component: str) -> Callable[[], bool]:
@@ -297,7 +315,7 @@ def prometheus_config(plan: StackPlan, alertmanager: bool = False) -> Path:
 
 
 def components(plan: StackPlan, keys: Secrets) -> list[Component]:
-    """The stack in start order: each component's dependencies come before it."""
+    """The stack, each component with what it waits for (`after`); listed in a valid sequential order."""
     airflow = executable("airflow")
     co2 = executable("co2")
     platform_env = platform_environment(plan)
@@ -345,7 +363,7 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
         Component(
             "mlflow",
             mlflow_server_command(plan.host, plan.mlflow_port, plan.mlflow_database_url, artifacts),
-            {**platform_env, **MLFLOW_SERVER_ENV},
+            {**platform_env, **MLFLOW_SERVER_ENV, WEBHOOK_KEY_ENV: keys.webhook_key},
             http_ok(f"{plan.mlflow_url}/health"),
             plan.mlflow_url,
         ),
@@ -355,15 +373,33 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
             airflow_env,
             http_ok(f"{plan.airflow_url}/api/v2/monitor/health"),
             plan.airflow_url,
+            after=AFTER_MIGRATE,
         ),
         Component(
             "airflow-scheduler",
             [airflow, "scheduler"],
             airflow_env,
             http_ok(f"{plan.url(int(scheduler_health_port))}/health"),
+            after=AFTER_MIGRATE,
         ),
-        Component("airflow-dag-processor", [airflow, "dag-processor"], airflow_env, dag_parsed(plan, keys), "", 300),
-        Component("airflow-triggerer", [airflow, "triggerer"], airflow_env, heartbeat_healthy(plan, "triggerer")),
+        # healthy once the API server lists the parsed DAG (and the triggerer's heartbeat): both ask the API
+        # server, so they wait for it to answer, but they start beside it
+        Component(
+            "airflow-dag-processor",
+            [airflow, "dag-processor"],
+            airflow_env,
+            dag_parsed(plan, keys),
+            "",
+            300,
+            after=AFTER_MIGRATE,
+        ),
+        Component(
+            "airflow-triggerer",
+            [airflow, "triggerer"],
+            airflow_env,
+            heartbeat_healthy(plan, "triggerer"),
+            after=AFTER_MIGRATE,
+        ),
     ]
     log_port = int(airflow_env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"])
     for number in range(1, plan.celery_workers + 1):
@@ -374,13 +410,19 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
                 [airflow, "celery", "worker", "--celery-hostname", hostname, "--concurrency", "4"],
                 {**airflow_env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port + 10 + number)},
                 log_says(plan.logs_dir / f"airflow-worker-{number}.log", " ready."),
+                after=AFTER_MIGRATE,
             )
         )
     stack.append(
         Component(
             "api",
             [co2, "serve", "--host", plan.host, "--port", str(plan.api_port)],
-            platform_env,
+            # MLflow tells it of each promotion (registry webhook, SQL backends), and it polls as well
+            {
+                **platform_env,
+                "CO2_WEBHOOK_URL": f"{plan.api_url}/registry/events",
+                "CO2_WEBHOOK_SECRET": keys.webhook_secret,
+            },
             http_ok(f"{plan.api_url}/health"),
             plan.api_url,
         )
@@ -516,16 +558,29 @@ def launch(component: Component, log_path: Path) -> Running:
     return Running(component.name, process.pid, started, str(log_path), component.url)
 
 
-def wait_healthy(component: Component, running: Running) -> float:
-    """Seconds until the component answered healthy; a clear error with its log's tail otherwise."""
+def wait_healthy(component: Component, running: Running, stop: threading.Event | None = None) -> float:
+    """Seconds until the component answered healthy; a clear error with its log's tail otherwise
+    (also at once when `stop` is set: another component failed)."""
+    alive = running.alive if stop is None else (lambda: running.alive() and not stop.is_set())
     try:
         seconds = wait_until_healthy(
-            component.name, component.healthy, running.alive, Path(running.log), component.timeout_seconds
+            component.name, component.healthy, alive, Path(running.log), component.timeout_seconds
         )
     except ProcessError as exc:
         raise StackError(str(exc)) from None
     log.info("component_healthy", component=component.name, seconds=round(seconds, 1))
     return seconds
+
+
+@dataclass(frozen=True)
+class StartTiming:
+    """When a component started and answered healthy, in seconds since `co2 up` began, and what it waited for."""
+
+    name: str
+    started_s: float
+    healthy_s: float
+    after: tuple[str, ...] = ()
+    running_already: bool = False
 
 
 class StackError(RuntimeError):
@@ -593,11 +648,14 @@ def _redact(url: str) -> str:
     return url
 
 
-def up(settings: Settings) -> tuple[StackPlan, StackState, dict[str, float]]:
-    """Start whatever of the stack is not running, in order, each healthy before the next.
+def up(settings: Settings, *, sequential: bool = False) -> tuple[StackPlan, StackState, list[StartTiming]]:
+    """Start whatever of the stack is not running, each as soon as what it waits for is healthy.
 
-    Idempotent: components already running (by `stack.json`) are kept, so after a crash
-    `co2 up` brings back just what died. Returns the plan, the state and seconds to healthy.
+    Components that wait for nothing start at once, side by side; Airflow's processes start together
+    once its database is migrated; each is then waited on by its own readiness check (no sleeps).
+    `sequential` starts them one after the other in list order (the old way, for comparison).
+    Idempotent: components already running (by `stack.json`) are kept, so after a crash `co2 up` brings
+    back just what died. Returns the plan, the state and each component's start and healthy times.
     """
     plan = StackPlan.from_settings(settings)
     private_directory(plan.home)
@@ -605,23 +663,79 @@ def up(settings: Settings) -> tuple[StackPlan, StackState, dict[str, float]]:
     state = StackState.load(plan.home)
     wanted = components(plan, keys)
     _check_ports(plan, wanted, state)
-    timings: dict[str, float] = {}
     began = time.monotonic()
+    timings: list[StartTiming] = []
+    done: set[str] = set()
+    pending: list[Component] = []
     for component in wanted:
         running = state.running.get(component.name)
         if running and running.alive():
             log.info("component_running", component=component.name, pid=running.pid)
-            continue
-        if component.name == "airflow-apiserver":
-            migrate_airflow(plan, keys)
-            timings["airflow-db-migrate"] = time.monotonic() - began
+            timings.append(StartTiming(component.name, 0.0, 0.0, running_already=True))
+            done.add(component.name)
+        else:
+            pending.append(component)
+    if not any(MIGRATE in component.after for component in pending):
+        done.add(MIGRATE)
+    if not pending:
+        return plan, state, timings
+    saving = threading.Lock()
+    stop = threading.Event()
+    info = _info(plan)
+
+    def migrate() -> StartTiming:
+        started = time.monotonic() - began
+        migrate_airflow(plan, keys)
+        return StartTiming(MIGRATE, started, time.monotonic() - began)
+
+    def start(component: Component) -> StartTiming:
+        started = time.monotonic() - began
         running = launch(component, plan.logs_dir / f"{component.name}.log")
-        state.running[component.name] = running
-        state.info = _info(plan)
-        state.save()
-        timings[component.name] = wait_healthy(component, running)
-    timings["total"] = time.monotonic() - began
+        with saving:
+            state.running[component.name] = running
+            state.info = info
+            state.save()
+        wait_healthy(component, running, stop)
+        return StartTiming(component.name, started, time.monotonic() - began, component.after)
+
+    in_flight: dict[Future[StartTiming], str] = {}
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=len(pending) + 1, thread_name_prefix="co2-up") as pool:
+        if MIGRATE not in done:
+            in_flight[pool.submit(migrate)] = MIGRATE
+        while (pending or in_flight) and not failures:
+            for component in [c for c in pending if all(d in done for d in c.after)]:
+                if sequential and in_flight:
+                    break
+                pending.remove(component)
+                in_flight[pool.submit(start, component)] = component.name
+            if not in_flight:  # a component waits for one that is not in the stack
+                waits = {c.name: [d for d in c.after if d not in done] for c in pending}
+                raise StackError(f"cannot start {', '.join(waits)}: they wait for {waits}")
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = in_flight.pop(future)
+                try:
+                    timings.append(future.result())
+                    done.add(name)
+                except (StackError, OSError) as exc:
+                    failures.append(str(exc))
+                    stop.set()  # the others stop waiting; what started keeps running, as `co2 status` shows
+    if failures:
+        raise StackError(failures[0])
     return plan, state, timings
+
+
+def critical_path(timings: list[StartTiming]) -> list[StartTiming]:
+    """The chain of waits that decided when the stack was up: the last to be healthy, then what it waited
+    for that was healthy last, and so on."""
+    by_name = {t.name: t for t in timings if not t.running_already}
+    if not by_name:
+        return []
+    chain = [max(by_name.values(), key=lambda t: t.healthy_s)]
+    while waited := [by_name[name] for name in chain[-1].after if name in by_name]:
+        chain.append(max(waited, key=lambda t: t.healthy_s))
+    return chain[::-1]
 
 
 def _info(plan: StackPlan) -> dict[str, Any]:

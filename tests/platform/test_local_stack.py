@@ -124,10 +124,20 @@ def test_up_starts_every_component_and_says_where(local_platform: LocalPlatform,
     ):
         assert url in started["output"]
     assert "Airflow login" in started["output"] and str(local_platform.home / "logs") in started["output"]
+    # each component's start and readiness, and the chain of waits that decided when the stack was up
+    for name in local_platform.running():
+        assert re.search(rf"^  {re.escape(name)} +[0-9.]+ -> +[0-9.]+", started["output"], re.MULTILINE), name
+    path = re.search(r"critical path: (.+)$", started["output"], re.MULTILINE)
+    assert path and path.group(1).split(" -> ")[-1] in local_platform.running()
     health = httpx.get(f"{info['airflow_url']}/api/v2/monitor/health").json()
     assert {health[k]["status"] for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == {"healthy"}
     status = local_platform.co2("status")
     assert "STOPPED" not in status.stdout and "total" in status.stdout
+
+    pids = local_platform.running()
+    again = local_platform.co2("up").stdout  # on a running stack: starts nothing, still says where
+    assert "already up" in again and info["mlflow_url"] in again and "critical path" not in again
+    assert local_platform.running() == pids
     # a wrong password is refused: the API is not open
     refused = httpx.post(f"{info['airflow_url']}/auth/token", json={"username": "admin", "password": "wrong"})
     assert refused.status_code == 401
