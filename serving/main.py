@@ -25,7 +25,7 @@ from serving.batching import Batcher
 from serving.deps import require_api_key
 from serving.guard import RequestGuard, guarded_routes
 from serving.registry import ModelFollower
-from serving.routes import health, model, predict
+from serving.routes import events, health, model, predict
 
 log = get_logger("co2.serving")
 
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)
+    app.include_router(events.router)
     app.add_exception_handler(RequestValidationError, validation_error)
     # the key and the body's size are checked before a route reads the body; the metrics see every answer
     app.add_middleware(RequestGuard, routes=guarded_routes(app.routes, require_api_key))

@@ -59,6 +59,12 @@ MODEL_LOADS = Counter("co2_model_loads_total", "Model versions loaded and swappe
 MODEL_LOAD_FAILURES = Counter(
     "co2_model_load_failures_total", "Model versions refused (load or check failed)", registry=REGISTRY
 )
+REGISTRY_EVENTS = Counter(
+    "co2_registry_events_total",
+    "Registry webhook deliveries: accepted (woke the follower), ignored (another model), refused (bad signature)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 REGISTRY_UP = Gauge(
     "co2_registry_up", "1 if the last registry poll succeeded", registry=REGISTRY, multiprocess_mode="livemin"
 )

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import gc
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -37,8 +39,13 @@ from co2_model import columns as col
 from co2_model.engine import Columns
 from co2_model.model import Answers, answer_columns, input_columns, predict_columns
 from serving import metrics
+from serving.webhook import ensure_webhook
 
 log = get_logger("co2.serving.registry")
+
+# How often the follower looks whether a registry event asked it to poll now.
+WAKE_CHECK_SECONDS = 0.1
+WAKE_FILE_ENV = "CO2_SERVING_WAKE_FILE"
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class RegistryState:
     reachable: bool = False
     last_error: str | None = None
     refused_versions: dict[str, str] = field(default_factory=dict)
+    # how the service learns of a promotion: "webhook <id>", or why it only polls
+    registry_events: str = "polling only: CO2_WEBHOOK_URL and CO2_WEBHOOK_SECRET are not set"
 
 
 class ModelFollower:
@@ -106,6 +115,31 @@ class ModelFollower:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.state = RegistryState()
+        self.webhook_id: str | None = None
+        self._woken_by: str | None = None  # the event that asked for a poll now, until the poll takes it
+        # Several worker processes: a webhook delivery reaches one of them, which wakes the others
+        # through this file's modification time (set by `co2 serve --workers`).
+        self._wake_file = Path(os.environ[WAKE_FILE_ENV]) if os.environ.get(WAKE_FILE_ENV) else None
+        self._wake_seen = self._wake_mtime()
+
+    def wake(self, why: str) -> None:
+        """Poll the registry now (a webhook said the alias moved), in this process and its siblings."""
+        self._woken_by = why
+        if self._wake_file is not None:
+            with contextlib.suppress(OSError):
+                self._wake_file.touch()
+
+    def _wake_mtime(self) -> int:
+        try:
+            return self._wake_file.stat().st_mtime_ns if self._wake_file is not None else 0
+        except OSError:
+            return 0
+
+    def _woken(self) -> str | None:
+        why, self._woken_by = self._woken_by, None
+        if why is None and (seen := self._wake_mtime()) != self._wake_seen:
+            self._wake_seen, why = seen, "a sibling worker's registry event"
+        return why
 
     def seconds_since_poll(self) -> float:
         if self.state.last_success is None:
@@ -116,10 +150,10 @@ class ModelFollower:
         """The registry was not reached for three poll intervals."""
         return self.seconds_since_poll() > 3 * self.settings.poll_seconds
 
-    def poll_once(self) -> None:
+    def poll_once(self, woken_by: str | None = None) -> None:
         """One look at the registry; loads and swaps in a new production version if there is one."""
         try:
-            self._poll()
+            self._poll(woken_by)
         finally:
             self.observe_readiness()
 
@@ -127,9 +161,27 @@ class ModelFollower:
         """Set the readiness gauge: after each poll, and before each scrape (a poll can hang for minutes)."""
         metrics.READY.set(float(self.current is not None and not self.stale()))
 
-    def _poll(self) -> None:
+    def _register_webhook(self, client: Any) -> None:
+        """Ask the registry to tell this service of alias changes; on failure, say so and keep polling."""
+        if not (self.settings.webhook_url and self.settings.webhook_secret.get_secret_value()):
+            return
+        try:
+            self.webhook_id = ensure_webhook(client, self.settings)
+        except Exception as exc:  # an older server, a file backend, a refused URL: polling still works
+            self.state.registry_events = (
+                f"polling every {self.settings.poll_seconds:g} s: the registry refused the webhook "
+                f"({type(exc).__name__}); see the service log"
+            )
+            log.warning("webhook_not_registered", url=self.settings.webhook_url, error=str(exc)[:300])
+            return
+        self.state.registry_events = f"webhook {self.webhook_id} -> {self.settings.webhook_url}, and polling"
+        log.info("webhook_registered", webhook_id=self.webhook_id, url=self.settings.webhook_url)
+
+    def _poll(self, woken_by: str | None = None) -> None:
         try:
             client = mlflow_client(self.settings, process_default=False)
+            if self.webhook_id is None:
+                self._register_webhook(client)
             version = current_production(client, self.settings)
         except Exception as exc:  # unreachable, or answering errors: keep serving what we have
             self.state.reachable = False
@@ -149,6 +201,8 @@ class ModelFollower:
             return
         if str(version.version) in self.state.refused_versions:
             return  # already tried and refused; a new promotion will change the version
+        if woken_by is None and self.webhook_id is not None and current is not None:
+            self.webhook_id = None  # a promotion the webhook did not announce: register it again next poll
         began = time.monotonic()
         try:
             loaded = self._load(client, version)
@@ -183,6 +237,7 @@ class ModelFollower:
             previous=current.version if current else None,
             mae_g_km=loaded.metrics.get("mae_g_km"),
             load_seconds=round(time.monotonic() - began, 2),
+            learned_from=woken_by or "poll",
         )
 
     def _load(self, client: Any, version: Any) -> LoadedModel:
@@ -234,8 +289,14 @@ class ModelFollower:
         )
 
     async def run(self) -> None:
-        """Poll forever (the lifespan cancels it), off the event loop."""
+        """Poll forever (the lifespan cancels it), off the event loop: every `poll_seconds`, and at once
+        when a registry event wakes it (checked every WAKE_CHECK_SECONDS: one attribute and one stat)."""
+        why: str | None = None
         while True:
+            began = time.monotonic()
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.poll_once)
-            await asyncio.sleep(self.settings.poll_seconds)
+                await asyncio.to_thread(self.poll_once, why)
+            why = None
+            while why is None and time.monotonic() - began < self.settings.poll_seconds:
+                await asyncio.sleep(WAKE_CHECK_SECONDS)
+                why = self._woken()

@@ -153,3 +153,6 @@ class Readiness(BaseModel):
     seconds_since_registry_poll: float | None
     last_error: str | None
     reasons: list[str]
+    registry_events: str = Field(
+        description="How the service learns of a promotion: webhook and polling, or polling only"
+    )

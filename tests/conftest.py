@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from cryptography.fernet import Fernet
 
 from co2.local import airflow_base_environment  # co2.local imports no Airflow
 
@@ -39,7 +40,14 @@ os.environ.update(
 
 from co2.emulator import DiscodataDatabase, EmulatorServer  # noqa: E402
 from co2.files import read_json  # noqa: E402
-from co2.local import MLFLOW_SERVER_ENV, ManagedProcess, free_port, mlflow_server_command, start  # noqa: E402
+from co2.local import (  # noqa: E402
+    MLFLOW_SERVER_ENV,
+    WEBHOOK_KEY_ENV,
+    ManagedProcess,
+    free_port,
+    mlflow_server_command,
+    start,
+)
 from co2.pipeline.preprocess import preprocess  # noqa: E402
 from co2.settings import Settings, get_settings  # noqa: E402
 from co2_model import columns as col  # noqa: E402
@@ -126,7 +134,7 @@ def mlflow_server(postgres_database, tmp_path_factory: pytest.TempPathFactory) -
         mlflow_server_command("127.0.0.1", port, backend, home / "artifacts"),
         f"http://127.0.0.1:{port}/health",
         home / "mlflow.log",
-        MLFLOW_SERVER_ENV,
+        {**MLFLOW_SERVER_ENV, WEBHOOK_KEY_ENV: Fernet.generate_key().decode()},
     )
     process.wait_healthy(180)
     yield process

@@ -12,7 +12,8 @@ fail() {
 }
 
 for name in AIRFLOW_ADMIN_PASSWORD AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY \
-  POSTGRES_PASSWORD AIRFLOW_DB_PASSWORD MLFLOW_DB_PASSWORD GRAFANA_ADMIN_PASSWORD; do
+  POSTGRES_PASSWORD AIRFLOW_DB_PASSWORD MLFLOW_DB_PASSWORD GRAFANA_ADMIN_PASSWORD REGISTRY_WEBHOOK_SECRET \
+  MLFLOW_WEBHOOK_ENCRYPTION_KEY; do
   value="${!name:-}"
   if [[ -z "$value" || "$value" == "change-me" ]]; then
     fail "$name is empty or still the placeholder of .env.example; set it in .env"

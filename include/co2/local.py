@@ -217,7 +217,18 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 # The server's job runner (GenAI scorers, trace roll-ups) is unused here and costs ~1 GB of idle workers.
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# Registry webhooks go to the prediction service, which is on loopback (co2 up) or on the compose
+# network: MLflow allows only https to public addresses unless told otherwise. Its list of webhooks is
+# cached; 5 s instead of 60 s, so that a service that registers at start hears the next promotion.
+MLFLOW_SERVER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "5",
+}
+# Encrypts the webhooks' HMAC secrets in MLflow's database (a Fernet key); without it MLflow draws a
+# new key per process and cannot read the secrets back after a restart.
+WEBHOOK_KEY_ENV = "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
 # For every process that uses MLflow's client: its usage telemetry phones home and rewrites
 # os.environ from a thread while a task logs its run (seen failing tasks with KeyError
 # '_MLFLOW_TELEMETRY_SESSION_ID').

@@ -136,7 +136,16 @@ class Settings(BaseSettings):
     )
 
     # prediction service
-    poll_seconds: float = Field(default=30.0, gt=0)
+    poll_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds between registry polls (a webhook event polls at once)."
+    )
+    webhook_url: str = Field(
+        default="",
+        description="Where MLflow reaches the service's /registry/events; empty: no webhook, polling only.",
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""), description="HMAC secret of the registry webhook; empty: no webhook, polling only."
+    )
     api_keys: list[str] = Field(default_factory=list, description="Accepted X-API-Key values; empty: open.")
 
     # prediction page (`co2 ui`): a client of the prediction service, its key kept server-side

@@ -37,6 +37,7 @@ async def ready(follower: FollowerDep) -> JSONResponse:
         seconds_since_registry_poll=None if math.isinf(since) else round(since, 1),
         last_error=follower.state.last_error,
         reasons=reasons,
+        registry_events=follower.state.registry_events,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

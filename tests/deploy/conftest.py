@@ -53,6 +53,8 @@ INIT_CHECKED_SECRETS = (
     "AIRFLOW_DB_PASSWORD",
     "MLFLOW_DB_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
+    "REGISTRY_WEBHOOK_SECRET",
+    "MLFLOW_WEBHOOK_ENCRYPTION_KEY",
     "API_KEYS",
 )
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import uvicorn
 from mlflow import MlflowClient
+from pydantic import SecretStr
 
 from co2.evaluation import calibrate_intervals, calibration_rows
 from co2.local import free_port
@@ -74,9 +75,17 @@ def promote(mlflow_uri: str, name: str, model_uri: str, tags: dict[str, str] | N
 
 
 @contextmanager
-def running_service(settings: Settings) -> Iterator[str]:
-    """The app under uvicorn in a thread on a free loopback port; yields its base URL."""
+def running_service(settings: Settings, webhook_secret: str = "") -> Iterator[str]:
+    """The app under uvicorn in a thread on a free loopback port; yields its base URL. With a
+    `webhook_secret` it registers its registry webhook (removed again at the end)."""
     port = free_port()
+    if webhook_secret:
+        settings = settings.model_copy(
+            update={
+                "webhook_url": f"http://127.0.0.1:{port}/registry/events",
+                "webhook_secret": SecretStr(webhook_secret),
+            }
+        )
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -89,6 +98,11 @@ def running_service(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+        if webhook_secret:
+            client = MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+            for hook in client.list_webhooks(max_results=100):
+                if hook.url == settings.webhook_url:
+                    client.delete_webhook(hook.webhook_id)
 
 
 def wait_for(predicate: Any, timeout: float, every: float = 0.1) -> float:

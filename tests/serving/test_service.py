@@ -14,6 +14,7 @@ import pytest
 from co2.local import free_port, mlflow_server_command, start
 from co2.settings import Settings
 from co2_model import columns as col
+from co2_model.code import PACKAGE_DIR
 from tests.serving.conftest import (
     log_candidate,
     metric_value,
@@ -160,6 +161,7 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(service_setting
                 DummyRegressor(strategy="constant", constant=-1.0).fit(example[["mass_kg"]], [1.0]),
                 name="model",
                 input_example=example[["mass_kg"]],
+                code_paths=[str(PACKAGE_DIR)],  # the platform's model code: what is wrong is the model
             ).model_uri
         bad = promote(service_settings.mlflow_tracking_uri, service_settings.model_name, broken)
         wait_for(lambda: f"version {bad} refused" in (httpx.get(f"{url}/ready").json()["last_error"] or ""), 20)
