@@ -30,8 +30,6 @@ POWER_GAIN_PER_YEAR = 0.015
 FUEL_SAVING_PER_YEAR = 0.01
 ELECTRIC_RANGE_GAIN_PER_YEAR = 0.04
 LOWER_CASE_FUEL_TYPES_FROM = 2025
-# What the local platform serves besides the real sample: two more years, the newest provisional.
-OFFLINE_YEARS = (2022, 2023)
 LATE_REGISTRATIONS_SHARE = 0.03  # a final table counts the provisional one's cars and some more
 
 DESCRIPTION = (

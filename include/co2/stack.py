@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import psutil
 
-from co2.generated import OFFLINE_YEARS
 from co2.local import (
     MLFLOW_CLIENT_ENV,
     MLFLOW_SERVER_ENV,
+    OFFLINE_YEARS,
     PROJECT_DIR,
     SAMPLE_CSV,
     WEBHOOK_KEY_ENV,
