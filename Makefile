@@ -57,12 +57,14 @@ test: lint tools
 
 # Every test that starts no server of its own (tests/conftest.py marks the others `server`).
 test-fast: install
-	$(UV) run --frozen --no-sync pytest -m "not server" $(PYTEST_ARGS)
+	$(UV) run --frozen --no-sync pytest -m "not server" -n 2 $(PYTEST_ARGS)
 
 bench: install
 	$(UV) run --frozen --no-sync python bench/pipeline_window.py
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(UV) run --frozen --no-sync python bench/serving_vs_mlflow_serve.py
+	$(UV) run --frozen --no-sync python bench/stack_startup.py
+	$(UV) run --frozen --no-sync python bench/promotion_to_served.py
 
 clean:
 	rm -rf .co2 .pytest_cache .mypy_cache .ruff_cache

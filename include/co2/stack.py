@@ -688,7 +688,7 @@ def up(settings: Settings, *, sequential: bool = False) -> tuple[StackPlan, Stac
         migrate_airflow(plan, keys)
         return StartTiming(MIGRATE, started, time.monotonic() - began)
 
-    def start(component: Component) -> StartTiming:
+    def start(component: Component, waited_for: tuple[str, ...]) -> StartTiming:
         started = time.monotonic() - began
         running = launch(component, plan.logs_dir / f"{component.name}.log")
         with saving:
@@ -696,7 +696,7 @@ def up(settings: Settings, *, sequential: bool = False) -> tuple[StackPlan, Stac
             state.info = info
             state.save()
         wait_healthy(component, running, stop)
-        return StartTiming(component.name, started, time.monotonic() - began, component.after)
+        return StartTiming(component.name, started, time.monotonic() - began, waited_for)
 
     in_flight: dict[Future[StartTiming], str] = {}
     failures: list[str] = []
@@ -708,7 +708,9 @@ def up(settings: Settings, *, sequential: bool = False) -> tuple[StackPlan, Stac
                 if sequential and in_flight:
                     break
                 pending.remove(component)
-                in_flight[pool.submit(start, component)] = component.name
+                # one after the other, each waits for the one before it
+                waited_for = (timings[-1].name,) if sequential and timings else component.after
+                in_flight[pool.submit(start, component, waited_for)] = component.name
             if not in_flight:  # a component waits for one that is not in the stack
                 waits = {c.name: [d for d in c.after if d not in done] for c in pending}
                 raise StackError(f"cannot start {', '.join(waits)}: they wait for {waits}")

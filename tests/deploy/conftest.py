@@ -271,7 +271,11 @@ def mlflow_stack(postgres_database, tmp_path_factory: pytest.TempPathFactory) ->
         [str(Path(sys.executable).parent / "mlflow"), *arguments],
         f"http://127.0.0.1:{port}/health",
         home / "mlflow.log",
-        {**compose_service("mlflow")["environment"], "MLFLOW_BACKEND_STORE_URI": backend},
+        {
+            **compose_service("mlflow")["environment"],
+            "MLFLOW_BACKEND_STORE_URI": backend,
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # compose: from .env
+        },
     )
     server.wait_healthy(180)
     yield f"http://127.0.0.1:{port}"

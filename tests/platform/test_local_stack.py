@@ -541,9 +541,8 @@ def test_killed_scheduler_comes_back_and_the_run_finishes(local_platform: LocalP
     assert tasks["train_random_forest"]["try_number"] >= 2  # the killed attempt was retried
     after = raw_snapshots(local_platform)
     assert {path: after.get(path) for path in snapshots} == snapshots  # nothing overwritten or lost
-    assert (
-        client.xcom(DAG_ID, run_id, "download")["snapshot_path"] in snapshots
-    )  # the run went on with its first snapshot
+    first_snapshot = client.xcom(DAG_ID, run_id, "download")["snapshot_path"]
+    assert first_snapshot in snapshots  # the run went on with its first snapshot
 
 
 def test_down_leaves_nothing_running(local_platform: LocalPlatform) -> None:

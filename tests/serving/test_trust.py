@@ -29,7 +29,7 @@ from co2.files import write_json
 from co2.local import ManagedProcess
 from co2.mlflow_utils import MODEL_CODE_KEY, OtherModelCodeError, UntrustedModelError, load_trusted_model
 from co2.pipeline.compare import compare
-from co2.pipeline.results import Candidate
+from co2.pipeline.results import Candidate, CompareResult
 from co2.settings import Settings
 from co2_model import columns as col
 from co2_model.code import code_digest
@@ -75,6 +75,17 @@ def tamper_to_pickle(model_dir: Path, marker: Path) -> None:
     (model_dir / "model.pkl").write_bytes(pickle.dumps(CreatesMarker(marker)))
 
 
+def compare_against_production(uri: str, name: str, test: pd.DataFrame, tmp_path: Path) -> CompareResult:
+    """The pipeline's compare step, a challenger of MAE 3 g/km against the model's production version."""
+    test_path = tmp_path / "test.parquet"
+    test.to_parquet(test_path)
+    (tmp_path / "run").mkdir()
+    write_json({"test": {"path": str(test_path)}}, tmp_path / "run" / "lineage.json")
+    settings = Settings(mlflow_tracking_uri=uri, model_name=name, data_dir=tmp_path / "data")
+    candidate = Candidate("knn", True, "", "", mae_g_km=3.0, rmse_g_km=5.0, r2=0.95, train_seconds=1.0)
+    return compare([candidate], tmp_path / "run" / "lineage.json", settings)
+
+
 def test_a_version_edited_to_pickle_is_refused_before_it_runs(  # type: ignore[no-untyped-def]
     service_settings: Settings, model_uris, mlflow_server: ManagedProcess, tmp_path: Path
 ) -> None:
@@ -103,13 +114,7 @@ def test_compare_does_not_run_a_tampered_production_model(  # type: ignore[no-un
     marker = tmp_path / "payload-ran"
     tamper_to_pickle(artifact_root(mlflow_server) / location.removeprefix("mlflow-artifacts:/"), marker)
     MlflowClient(mlflow_uri, registry_uri=mlflow_uri).set_registered_model_alias(model_name, "production", version)
-    test_path = tmp_path / "test.parquet"
-    sample_splits[1].to_parquet(test_path)
-    (tmp_path / "run").mkdir()
-    write_json({"test": {"path": str(test_path)}}, tmp_path / "run" / "lineage.json")
-    settings = Settings(mlflow_tracking_uri=mlflow_uri, model_name=model_name, data_dir=tmp_path / "data")
-    candidate = Candidate("knn", True, "", "", mae_g_km=3.0, rmse_g_km=5.0, r2=0.95, train_seconds=1.0)
-    result = compare([candidate], tmp_path / "run" / "lineage.json", settings)
+    result = compare_against_production(mlflow_uri, model_name, sample_splits[1], tmp_path)
     assert not marker.exists()
     assert result.champion_version == version and result.champion_metrics is None
     assert result.promote is False and "not a skops model" in result.reason
@@ -194,13 +199,7 @@ def test_a_version_of_other_model_code_is_refused_by_the_service_and_replaced_by
         )
         assert httpx.get(f"{url}/ready").json()["model_version"] == good
 
-    test_path = tmp_path / "test.parquet"
-    sample_splits[1].to_parquet(test_path)
-    (tmp_path / "run").mkdir()
-    write_json({"test": {"path": str(test_path)}}, tmp_path / "run" / "lineage.json")
-    settings = Settings(mlflow_tracking_uri=uri, model_name=name, data_dir=tmp_path / "data")
-    candidate = Candidate("knn", True, "", "", mae_g_km=3.0, rmse_g_km=5.0, r2=0.95, train_seconds=1.0)
-    result = compare([candidate], tmp_path / "run" / "lineage.json", settings)
+    result = compare_against_production(uri, name, sample_splits[1], tmp_path)
     assert result.champion_version == version and result.champion_metrics is None
     assert result.promote is True
     assert result.reason.startswith("this platform cannot load the production model (it was built with co2_model 0.9.0")
