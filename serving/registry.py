@@ -116,6 +116,7 @@ class ModelFollower:
         self.current: LoadedModel | None = None
         self.state = RegistryState()
         self.webhook_id: str | None = None
+        self._webhook_retry_at = 0.0  # after a refusal, ask again only every ten polls
         self.last_load_seconds: dict[str, float] = {}
         self._woken_by: str | None = None  # the event that asked for a poll now, until the poll takes it
         # Several worker processes: a webhook delivery reaches one of them, which wakes the others
@@ -166,9 +167,12 @@ class ModelFollower:
         """Ask the registry to tell this service of alias changes; on failure, say so and keep polling."""
         if not (self.settings.webhook_url and self.settings.webhook_secret.get_secret_value()):
             return
+        if time.monotonic() < self._webhook_retry_at:
+            return
         try:
             self.webhook_id = ensure_webhook(client, self.settings)
         except Exception as exc:  # an older server, a file backend, a refused URL: polling still works
+            self._webhook_retry_at = time.monotonic() + 10 * self.settings.poll_seconds
             self.state.registry_events = (
                 f"polling every {self.settings.poll_seconds:g} s: the registry refused the webhook "
                 f"({type(exc).__name__}); see the service log"
