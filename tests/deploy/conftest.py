@@ -29,7 +29,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from co2.local import ManagedProcess, free_port, start, tail
+from co2.local import WEBHOOK_KEY_ENV, ManagedProcess, free_port, start, tail
 from co2.settings import Settings
 from tests.conftest import PROJECT_DIR
 from tests.deploy.statsd_exporter import StatsdExporter
@@ -274,7 +274,7 @@ def mlflow_stack(postgres_database, tmp_path_factory: pytest.TempPathFactory) ->
         {
             **compose_service("mlflow")["environment"],
             "MLFLOW_BACKEND_STORE_URI": backend,
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),  # compose: from .env
+            WEBHOOK_KEY_ENV: Fernet.generate_key().decode(),  # compose: from .env
         },
     )
     server.wait_healthy(180)
