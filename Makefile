@@ -52,8 +52,9 @@ format: install
 	$(UV) run --frozen --no-sync ruff format .
 	$(UV) run --frozen --no-sync ruff check --fix .
 
+# The platform's tests and the others run side by side (tests/conftest.py groups them).
 test: lint tools
-	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+	$(UV) run --frozen --no-sync pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 # Every test that starts no server of its own (tests/conftest.py marks the others `server`).
 test-fast: install

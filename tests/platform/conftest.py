@@ -121,6 +121,8 @@ def local_platform(postgres_database, tmp_path_factory: pytest.TempPathFactory) 
         # a killed task is noticed after 20 s instead of 60 s
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # a retry waits 5 s instead of the DAG's 1-2 min backoff (Airflow caps every backoff at this)
+        "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "5",
     }
     platform = LocalPlatform(home, env)
     yield platform
