@@ -23,6 +23,7 @@ import pandas as pd
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
 
+from co2.emulator import index_for_download  # noqa: E402
 from co2.generated import SAMPLE_YEAR, eea_table, generate_year  # noqa: E402
 
 SAMPLE_CSV = PROJECT_DIR / "data" / "sample" / "co2cars_2021_sample.csv"
@@ -83,7 +84,8 @@ def registrations(count: int, total: int, seed: int) -> np.ndarray:
 
 
 def write_table(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, table: str) -> int:
-    """One row per registration, expanded inside SQLite from (configuration, count)."""
+    """One row per registration, expanded inside SQLite from (configuration, count), and indexed for
+    the download's aggregation as the local server indexes the tables it writes."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode = OFF")
@@ -97,6 +99,7 @@ def write_table(configs: pd.DataFrame, counts: np.ndarray, db_path: Path, table:
         f"INSERT INTO [{table}] SELECT {listed} FROM __configurations JOIN copy ON copy.i <= __configurations.__n"
     )
     conn.execute("DROP TABLE __configurations")
+    index_for_download(conn, table)
     conn.commit()
     rows = int(conn.execute(f"SELECT COUNT(*) FROM [{table}]").fetchone()[0])
     conn.execute("VACUUM")

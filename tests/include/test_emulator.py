@@ -491,3 +491,24 @@ def test_a_restarted_server_lists_what_it_published(sample_frame: pd.DataFrame, 
         read = f"SELECT * FROM [{table}] ORDER BY [ID]"
         assert again._read_one(read) == first._read_one(read)
     assert len(journal.read_text().splitlines()) == 3
+
+
+def test_the_downloads_aggregation_reads_an_index_instead_of_sorting_every_row(
+    sample_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    from co2.emulator import index_for_download
+    from co2.pipeline.download import aggregation_query, columns_to_request
+
+    connection = sqlite3.connect(tmp_path / "discodata.sqlite")
+    sample_frame.to_sql("co2cars_2021Fv24", connection, index=False)
+    sample_frame.drop(columns=["Mk"]).to_sql("no_make", connection, index=False)
+    assert index_for_download(connection, "co2cars_2021Fv24")
+    assert not index_for_download(connection, "no_make")  # the download refuses that table anyway
+    columns = columns_to_request(list(sample_frame.columns), "co2cars_2021Fv24")
+    query, _ = translate(aggregation_query("co2cars_2021Fv24", columns))
+    plan = " | ".join(str(row[3]) for row in connection.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "COVERING INDEX" in plan and "TEMP B-TREE" not in plan, plan
+    indexed = {
+        row[0]: row[1] for row in connection.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert indexed == {"co2cars_2021Fv24__download": "co2cars_2021Fv24"}
