@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from co2.evaluation import calibrate_intervals, calibration_rows, describe, evaluate, predictions, score_predictions
+from co2.evaluation import calibrate_and_score, calibration_rows, evaluate, score_predictions
 from co2.experiment import prepare_experiment, rounded
 from co2.files import read_json, write_parquet
 from co2.logs import get_logger, printed_as_info, route_mlflow_logging
@@ -79,14 +79,11 @@ def train_family(
         started = time.perf_counter()
         fit(model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], weights)
         seconds = time.perf_counter() - started
-        calibration = calibration_rows(test, settings.split_salt)
-        calibrate_intervals(model, test, calibration)
-        predicted = predictions(model, test[col.MODEL_INPUT_COLUMNS])
+        predicted, details = calibrate_and_score(model, test, calibration_rows(test, settings.split_salt))
         metrics = score_predictions(test, predicted)
         predictions_path = Path(lineage_path).parent / "predictions" / f"{name}.parquet"
         predictions_path.parent.mkdir(exist_ok=True)
         write_parquet(pd.DataFrame({PREDICTED: predicted}), predictions_path)
-        details = describe(model, test, ~calibration)
         aging = backtest(family, with_make, by_year, test, settings)
         with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
             mlflow.set_tags(

