@@ -259,9 +259,18 @@ class Component:
     after: tuple[str, ...] = ()  # what must be healthy (or done) before it starts
 
 
+# Airflow's task processes (forked by the scheduler under the LocalExecutor, by the Celery workers
+# otherwise) train models on the cores the prediction service answers on: they run at this niceness,
+# so that the requests people wait on come first (compose: the workers' lower cpu_shares).
+TASK_NICENESS = 10
 # Airflow's processes start once its metadata database is migrated; they need nothing else to start.
 MIGRATE = "airflow-db-migrate"
 AFTER_MIGRATE = (MIGRATE,)
+
+
+def niced(niceness: int) -> list[str]:
+    """The prefix that runs a command, and all it forks, at `niceness` (coreutils' nice execs it: same pid)."""
+    return ["nice", "-n", str(niceness)]
 
 
 def heartbeat_healthy(plan: StackPlan, component: str) -> Callable[[], bool]:
@@ -377,7 +386,7 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
         ),
         Component(
             "airflow-scheduler",
-            [airflow, "scheduler"],
+            [*niced(TASK_NICENESS), airflow, "scheduler"],
             airflow_env,
             http_ok(f"{plan.url(int(scheduler_health_port))}/health"),
             after=AFTER_MIGRATE,
@@ -407,7 +416,16 @@ def components(plan: StackPlan, keys: Secrets) -> list[Component]:
         stack.append(
             Component(
                 f"airflow-worker-{number}",
-                [airflow, "celery", "worker", "--celery-hostname", hostname, "--concurrency", "4"],
+                [
+                    *niced(TASK_NICENESS),
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    hostname,
+                    "--concurrency",
+                    "4",
+                ],
                 {**airflow_env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port + 10 + number)},
                 log_says(plan.logs_dir / f"airflow-worker-{number}.log", " ready."),
                 after=AFTER_MIGRATE,

@@ -12,6 +12,7 @@ worker that runs the training tasks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ from mlflow import MlflowClient
 
 from co2.experiment import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from co2.mlflow_utils import download_version
-from co2.stack import DAG_ID, PROMETHEUS_RULES
+from co2.stack import DAG_ID, PROMETHEUS_RULES, TASK_NICENESS
 from co2_model import columns as col
 from co2_model.families import FAMILIES
 from co2_model.inputs import EXAMPLE_CAR
@@ -530,6 +531,13 @@ def test_killed_scheduler_comes_back_and_the_run_finishes(local_platform: LocalP
         time.sleep(0.5)
     assert snapshots, "training never started"
     scheduler = local_platform.running()["airflow-scheduler"]
+    # the training task processes it forked yield the cores to the prediction service
+    niceness = set()
+    for child in psutil.Process(scheduler).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            niceness.add(child.nice())
+    assert niceness == {TASK_NICENESS}, niceness
+    assert psutil.Process(local_platform.running()["api"]).nice() == 0
     os.killpg(scheduler, signal.SIGKILL)  # the scheduler and the task processes it forked
     psutil.wait_procs([psutil.Process(scheduler)], timeout=10)
     assert local_platform.co2("status", check=False).returncode == 3  # status sees the dead component
