@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
 
 from co2 import local  # noqa: E402
+from co2_model.families import FAMILIES  # noqa: E402
 
 STEP = """
 import json, sys
@@ -59,11 +61,12 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, Any]:
-    """Wall seconds, peak RSS in GB of that process alone, and the step's result."""
+def run_step(step: str, arg: str, env: dict[str, str], before: str = "") -> tuple[float, float, Any]:
+    """Wall seconds, peak RSS in GB of that process alone, and the step's result (`before`: code run
+    first in that process)."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-c", STEP, step, arg],
+        [sys.executable, "-c", before + STEP, step, arg],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -79,8 +82,26 @@ def run_step(step: str, arg: str, env: dict[str, str]) -> tuple[float, float, An
     return seconds, usage.ru_maxrss / 1024 / 1024, result
 
 
-def pipeline(emulator_db: Path, years: int, home: Path, mlflow_uri: str) -> dict[str, tuple[float, float]]:
-    """Each step on the newest `years` years of the database: wall seconds and peak GB per step."""
+def train_steps(
+    lineage_path: str, env: dict[str, str], before: str = "", families: Sequence[str] = FAMILIES
+) -> dict[str, tuple[float, float]]:
+    """Each family's training task on the processed splits: wall seconds and peak GB, MAE printed."""
+    figures: dict[str, tuple[float, float]] = {}
+    for family in families:
+        seconds, peak, candidates = run_step(f"train_{family}", lineage_path, env, before)
+        figures[f"train_{family}"] = (seconds, peak)
+        maes = ", ".join(
+            f"{c['name']} MAE {c['mae_g_km']:.2f}"
+            + (f" (backtest {c['backtest_mae_g_km']:.2f})" if c.get("backtest_mae_g_km") is not None else "")
+            for c in candidates
+        )
+        print(f"  train_{family:<18} {seconds:7.1f} s  {peak:5.2f} GB  {maes}")
+    return figures
+
+
+def pipeline(emulator_db: Path, years: int, home: Path, mlflow_uri: str) -> tuple[dict[str, tuple[float, float]], str]:
+    """Each step on the newest `years` years of the database: wall seconds and peak GB per step, and
+    the processed splits' lineage file."""
     port = local.free_port()
     command = [local.executable("co2"), "discodata-emulator", "--host", "127.0.0.1", "--port", str(port)]
     # a full year's GROUP BY takes longer than the emulator's default limit on a query
@@ -116,16 +137,8 @@ def pipeline(emulator_db: Path, years: int, home: Path, mlflow_uri: str) -> dict
         figures["preprocess"] = (seconds, peak)
         train_rows, test_rows = processed["train_rows"], processed["test_rows"]
         print(f"  preprocess  {seconds:7.1f} s  {peak:5.2f} GB  train={train_rows:,} test={test_rows:,}")
-        for family in ("random_forest", "linear_regression", "knn"):
-            seconds, peak, candidates = run_step(f"train_{family}", processed["lineage_path"], env)
-            figures[f"train_{family}"] = (seconds, peak)
-            maes = ", ".join(
-                f"{c['name']} MAE {c['mae_g_km']:.2f}"
-                + (f" (backtest {c['backtest_mae_g_km']:.2f})" if c.get("backtest_mae_g_km") is not None else "")
-                for c in candidates
-            )
-            print(f"  train_{family:<18} {seconds:7.1f} s  {peak:5.2f} GB  {maes}")
-        return figures
+        figures |= train_steps(processed["lineage_path"], env)
+        return figures, str(processed["lineage_path"])
     finally:
         emulator.stop()
 
@@ -144,9 +157,9 @@ def main() -> int:
         mlflow.wait_healthy(180)
         mlflow_uri = mlflow.health_url.removesuffix("/health")
         print("baseline: the newest year alone")
-        baseline = pipeline(args.db, 1, home / "one-year", mlflow_uri)
+        baseline, _ = pipeline(args.db, 1, home / "one-year", mlflow_uri)
         print("the three-year window")
-        window = pipeline(args.db, 3, home / "window", mlflow_uri)
+        window, _ = pipeline(args.db, 3, home / "window", mlflow_uri)
     finally:
         mlflow.stop()
     print(f"\n{'step':<24}{'3 years s':>10}{'1 year s':>10}{'ratio':>8}{'3y GB':>8}{'1y GB':>8}")
