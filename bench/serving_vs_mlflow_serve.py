@@ -6,10 +6,22 @@ requests: single cars at 1, 4 and 16 concurrent connections, and 1,000-car batch
 Baseline: `mlflow models serve` (what a user would otherwise pick). Printed: requests per second,
 p50 and p99 latency of each, and the ratio.
 
-Targets: at least 3x the baseline's single-car throughput with p99 under 20 ms at 16 concurrent
-clients, and a 1,000-car batch in under 50 ms.
+Targets: at least 3x the baseline's single-car throughput; at 16 concurrent clients a single-car
+p99 under 10 ms on a quiet machine and under 20 ms while a training task runs on the same cores;
+a 1,000-car batch p99 under 30 ms.
 
-    python bench/serving_vs_mlflow_serve.py [--seconds 10]
+`--mlserver-env DIR` also serves the model with MLServer (the server KServe uses for MLflow
+models: `mlserver start` with mlserver-mlflow's runtime) from a separate environment, e.g. made with
+`python3 -m venv DIR && DIR/bin/pip install mlserver==1.7.1 mlserver-mlflow==1.7.1 'uvloop==0.21.*'`
+plus this project's scikit-learn, numpy, pandas, skops and mlflow versions; it is measured without
+batching and with adaptive batching, on one and on two workers, and this service must make at least
+3x its best configuration's single-car throughput.
+
+`--under-training` measures the single-car load again while a training process (the random forest,
+fit over and over on both cores) runs beside the service: at normal priority (the baseline, as a
+task ran before) and at the priority the platform gives Airflow's task processes (`TASK_NICENESS`).
+
+    python bench/serving_vs_mlflow_serve.py [--seconds 10] [--mlserver-env DIR] [--under-training]
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -31,6 +44,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
 
 from co2 import local  # noqa: E402
+from co2.stack import TASK_NICENESS  # noqa: E402
 from co2_model import columns as col  # noqa: E402
 
 LUA = """
@@ -72,6 +86,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1, help="processes of each server (the same for both)")
+    parser.add_argument("--mlserver-env", type=Path, help="a virtual environment with mlserver and mlserver-mlflow")
+    parser.add_argument("--under-training", action="store_true", help="also measure beside a training process")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
@@ -175,6 +191,12 @@ def main() -> int:
                 )
             )
         print_targets(rows)
+        if args.under_training:
+            ours_url = f"http://127.0.0.1:{ours_port}/predict"
+            beside_training(ours_url, car, args.seconds, home, rows)
+        if args.mlserver_env:
+            quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
+            versus_mlserver(args.mlserver_env, cars, car, args.seconds, home, ours_port, quiet)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -182,7 +204,7 @@ def main() -> int:
 
 
 def print_targets(rows: list[tuple[str, int, dict[str, float], dict[str, float]]]) -> None:
-    """The issue's targets, met or not, from the figures just measured."""
+    """The targets, met or not, from the figures just measured."""
     by_load = {(label, connections): (b, o) for label, connections, b, o in rows}
     base, ours = by_load[("1 car", 16)]
     _, batch = by_load[("1,000 cars", 1)]
@@ -192,12 +214,152 @@ def print_targets(rows: list[tuple[str, int, dict[str, float], dict[str, float]]
             ours["rps"] / base["rps"] >= 3,
             f"{ours['rps'] / base['rps']:.2f}x",
         ),
-        ("single-car p99 at 16 clients < 20 ms", ours["p99_ms"] < 20, f"{ours['p99_ms']:.1f} ms"),
-        ("1,000-car batch (one client, p50) < 50 ms", batch["p50_ms"] < 50, f"{batch['p50_ms']:.1f} ms"),
+        ("single-car p99 at 16 clients < 10 ms (quiet)", ours["p99_ms"] < 10, f"{ours['p99_ms']:.1f} ms"),
+        ("1,000-car batch p99 (one client) < 30 ms", batch["p99_ms"] < 30, f"{batch['p99_ms']:.1f} ms"),
     ]
     print()
     for text, met, figure in checks:
         print(f"{'met ' if met else 'MISSED'}  {text}: {figure}")
+
+
+# Fits the random forest with the make on the sample over and over, on both cores, until killed.
+TRAINING = """
+import sys
+import pandas as pd
+sys.path.insert(0, sys.argv[1])
+from co2_model import columns as col
+from co2_model.model import build_model, fit
+train = pd.read_parquet(sys.argv[2])
+while True:
+    model = build_model("random_forest", True)
+    model.set_params(regressor__regressor__regressor__n_jobs=2)
+    fit(model, train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], train[col.REGISTRATIONS])
+"""
+
+
+def beside_training(url: str, car: dict, seconds: int, home: Path, rows: list) -> None:
+    """Single cars at 16 clients while a training process runs: at normal priority, then niced."""
+    figures = {}
+    for label, niceness in (
+        ("normal priority (baseline)", 0),
+        (f"nice {TASK_NICENESS}, as the platform runs tasks", TASK_NICENESS),
+    ):
+        trainer = subprocess.Popen(
+            [
+                "nice",
+                "-n",
+                str(niceness),
+                sys.executable,
+                "-c",
+                TRAINING,
+                str(PROJECT_DIR / "include"),
+                str(home / "train.parquet"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(3)  # the training under way, both cores busy
+            assert trainer.poll() is None, "the training process stopped"
+            figures[label] = wrk(url, car, 16, seconds, home)
+        finally:
+            trainer.kill()
+            trainer.wait()
+    quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
+    print(f"\nsingle car, 16 clients, beside a training process on both cores (quiet: p99 {quiet['p99_ms']:.1f} ms)")
+    for label, o in figures.items():
+        print(f"  training at {label:<36} {o['rps']:>8.1f} req/s  p50 {o['p50_ms']:5.1f} ms  p99 {o['p99_ms']:6.1f} ms")
+    niced = list(figures.values())[-1]
+    print(
+        f"{'met ' if niced['p99_ms'] < 20 else 'MISSED'}  single-car p99 beside training < 20 ms: "
+        f"{niced['p99_ms']:.1f} ms"
+    )
+
+
+# MLServer's configurations: name, parallel workers, adaptive batching (max batch size, max wait in s).
+MLSERVER_CONFIGURATIONS = (
+    ("no batching, 1 worker", 1, 1, 0.0),
+    ("adaptive batching 32 / 5 ms, 1 worker", 1, 32, 0.005),
+    ("adaptive batching 32 / 5 ms, 2 workers", 2, 32, 0.005),
+)
+
+
+def v2_body(cars: list[dict]) -> dict:
+    """Open Inference Protocol (V2) request with the pandas codec: one input per model column, a row per
+    car, null where a car lacks a value (every column always, since batching joins requests by column)."""
+    inputs = []
+    for name in col.MODEL_INPUT_COLUMNS:
+        values = [car.get(name) for car in cars]
+        numeric = name in col.NUMERIC_FEATURES
+        inputs.append(
+            {
+                "name": name,
+                "datatype": "FP64" if numeric else "BYTES",
+                "shape": [len(cars), 1],
+                "data": [None if v is None else float(v) for v in values] if numeric else values,
+            }
+        )
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def versus_mlserver(
+    env_dir: Path, cars: list[dict], car: dict, seconds: int, home: Path, ours_port: int, ours: dict[str, float]
+) -> None:
+    """MLServer on the same model in each configuration, single cars at 16 clients, against this
+    service's figures (`ours`, measured in the same run)."""
+    import mlflow
+
+    model_uri = "models:/co2-emissions@production"
+    model_dir = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(home / "mlserver-model")))
+    mlserver = str(env_dir / "bin" / "mlserver")
+    version = subprocess.run([mlserver, "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    results = {}
+    for number, (name, workers, batch_size, batch_seconds) in enumerate(MLSERVER_CONFIGURATIONS):
+        folder = home / f"mlserver-{number}"
+        (folder / "run").mkdir(parents=True)
+        model_settings = {
+            "name": "co2-emissions",
+            "implementation": "mlserver_mlflow.MLflowRuntime",
+            "parameters": {"uri": str(model_dir)},
+            "max_batch_size": batch_size,
+            "max_batch_time": batch_seconds,
+        }
+        (folder / "model-settings.json").write_text(json.dumps(model_settings))
+        run_dir = str(folder / "run")
+        server_settings = {"host": "127.0.0.1", "metrics_dir": run_dir, "environments_dir": run_dir}
+        (folder / "settings.json").write_text(json.dumps(server_settings))
+        port = local.free_port()
+        env = {
+            "MLSERVER_HTTP_PORT": str(port),
+            "MLSERVER_GRPC_PORT": str(local.free_port()),
+            "MLSERVER_METRICS_PORT": str(local.free_port()),
+            "MLSERVER_PARALLEL_WORKERS": str(workers),
+            # MLServer 1.7.1 cannot encode pandas 3's string columns (the model's `method`): KeyError 'O'
+            "PANDAS_FUTURE_INFER_STRING": "0",
+        }
+        url = f"http://127.0.0.1:{port}/v2/models/co2-emissions"
+        server = local.start("mlserver", [mlserver, "start", str(folder)], f"{url}/ready", folder / "mlserver.log", env)
+        try:
+            server.wait_healthy(180)
+            answer = httpx.post(f"{url}/infer", json=v2_body(cars[:20]), timeout=60).json()
+            theirs = next(o["data"] for o in answer["outputs"] if o["name"] == "co2_wltp_g_km")
+            mine = httpx.post(f"http://127.0.0.1:{ours_port}/predict/batch", json={"cars": cars[:20]}).json()
+            same = [abs(a - b["co2_wltp_g_km"]) < 0.01 for a, b in zip(theirs, mine["predictions"], strict=True)]
+            assert all(same), (theirs[:3], mine["predictions"][:3])
+            results[name] = wrk(f"{url}/infer", v2_body([car]), 16, seconds, home)
+        finally:
+            server.stop()
+    print(f"\nsingle car, 16 clients: MLServer {version} (mlserver-mlflow runtime) against this service")
+    for name, o in results.items():
+        print(f"  MLServer, {name:<40} {o['rps']:>8.1f} req/s  p50 {o['p50_ms']:6.1f} ms  p99 {o['p99_ms']:6.1f} ms")
+    print(
+        f"  this service{'':<38} {ours['rps']:>8.1f} req/s  p50 {ours['p50_ms']:6.1f} ms  p99 {ours['p99_ms']:6.1f} ms"
+    )
+    best = max(results.values(), key=lambda o: o["rps"])
+    ratio = ours["rps"] / best["rps"]
+    print(
+        f"{'met ' if ratio >= 3 else 'MISSED'}  single-car throughput >= 3x MLServer's best configuration: {ratio:.2f}x"
+    )
 
 
 def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
@@ -220,6 +382,7 @@ def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
         emulator.stop()
     splits = preprocess(Path(snapshot.snapshot_path), settings.processed_dir, test_fraction=0.2, split_salt="co2")
     train, test = pd.read_parquet(splits.train_path), pd.read_parquet(splits.test_path)
+    train.to_parquet(home / "train.parquet")  # what `--under-training` fits over and over
     model = fit(
         build_model("random_forest", True), train[col.MODEL_INPUT_COLUMNS], train[col.TARGET], train[col.REGISTRATIONS]
     )
