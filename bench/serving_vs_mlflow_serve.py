@@ -191,11 +191,10 @@ def main() -> int:
                 )
             )
         print_targets(rows)
+        quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
         if args.under_training:
-            ours_url = f"http://127.0.0.1:{ours_port}/predict"
-            beside_training(ours_url, car, args.seconds, home, rows)
+            beside_training(f"http://127.0.0.1:{ours_port}/predict", car, args.seconds, home, quiet)
         if args.mlserver_env:
-            quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
             versus_mlserver(args.mlserver_env, cars, car, args.seconds, home, ours_port, quiet)
     finally:
         for process in reversed(processes):
@@ -237,8 +236,9 @@ while True:
 """
 
 
-def beside_training(url: str, car: dict, seconds: int, home: Path, rows: list) -> None:
-    """Single cars at 16 clients while a training process runs: at normal priority, then niced."""
+def beside_training(url: str, car: dict, seconds: int, home: Path, quiet: dict[str, float]) -> None:
+    """Single cars at 16 clients while a training process runs: at normal priority, then niced
+    (`quiet`: the same load measured without it)."""
     figures = {}
     for label, niceness in (
         ("normal priority (baseline)", 0),
@@ -265,7 +265,6 @@ def beside_training(url: str, car: dict, seconds: int, home: Path, rows: list) -
         finally:
             trainer.kill()
             trainer.wait()
-    quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
     print(f"\nsingle car, 16 clients, beside a training process on both cores (quiet: p99 {quiet['p99_ms']:.1f} ms)")
     for label, o in figures.items():
         print(f"  training at {label:<36} {o['rps']:>8.1f} req/s  p50 {o['p50_ms']:5.1f} ms  p99 {o['p99_ms']:6.1f} ms")

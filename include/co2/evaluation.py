@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from co2_model import columns as col
-from co2_model.model import OUTPUT_COLUMNS, Answers, Points, answer_columns, calibrate, points_of
+from co2_model.model import OUTPUT_COLUMNS, Answers, Points, answer_columns, points_of
 
 # The test split is halved by configuration: one half calibrates the intervals, the other
 # measures how often they hold (cars the intervals were not calibrated on).
@@ -39,9 +39,17 @@ def calibrate_intervals(model: Any, test: pd.DataFrame, rows: np.ndarray) -> Any
     """Calibrate a fitted model's intervals on `rows` of the test split, as callers with every field
     and callers with only a car's papers send them."""
     cars = test[rows]
-    inputs = pd.concat([cars[col.MODEL_INPUT_COLUMNS], basic_inputs(cars)], ignore_index=True)
-    target = pd.concat([cars[col.TARGET]] * 2, ignore_index=True)
-    return calibrate(model, inputs, target, pd.concat([cars[col.REGISTRATIONS]] * 2, ignore_index=True))
+    _calibrate_on(model, points_of(model, cars[col.MODEL_INPUT_COLUMNS]), points_of(model, basic_inputs(cars)), cars)
+    return model
+
+
+def _calibrate_on(model: Any, full: Points, basic: Points, cars: pd.DataFrame) -> None:
+    """Calibrate on `cars` from their points as both callers send them: every field (`full`), their papers."""
+    model.named_steps["regressor"].calibrate_points(
+        Points.joined(full, basic),
+        pd.concat([cars[col.TARGET]] * 2, ignore_index=True),
+        pd.concat([cars[col.REGISTRATIONS]] * 2, ignore_index=True),
+    )
 
 
 def predictions(model: Any, inputs: pd.DataFrame) -> np.ndarray:
@@ -100,12 +108,8 @@ def calibrate_and_score(model: Any, test: pd.DataFrame, calibration: np.ndarray)
     a year's test split. Same figures as the three calls."""
     full_points = points_of(model, test[col.MODEL_INPUT_COLUMNS])
     basic_points = points_of(model, basic_inputs(test))
+    _calibrate_on(model, full_points.take(calibration), basic_points.take(calibration), test[calibration])
     regressor = model.named_steps["regressor"]
-    regressor.calibrate_points(
-        Points.joined(full_points.take(calibration), basic_points.take(calibration)),
-        pd.concat([test[col.TARGET][calibration]] * 2, ignore_index=True),
-        pd.concat([test[col.REGISTRATIONS][calibration]] * 2, ignore_index=True),
-    )
     full, basic = regressor.answer_points(full_points), regressor.answer_points(basic_points)
     return full.co2_g_km, describe_answers(test, full, basic, ~calibration)
 

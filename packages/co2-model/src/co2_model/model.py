@@ -164,12 +164,6 @@ def answer_columns(model: Any, X: Columns) -> Answers:
     return Answers(*(np.asarray(answered[name]) for name in OUTPUT_COLUMNS))
 
 
-def calibrate(model: Pipeline, X: pd.DataFrame, y: Any, registrations: Any | None) -> Pipeline:
-    """Give a fitted model its intervals, from cars it did not learn from."""
-    model.named_steps["regressor"].calibrate_points(points_of(model, X), y, registrations)
-    return model
-
-
 def points_of(model: Pipeline, X: Columns) -> Points:
     """A model built by `build_model`: each car's point (its prediction but the interval), computed once
     where the same cars are both calibrated on and scored."""
