@@ -14,15 +14,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, dag, task
+from airflow.sdk import dag, task
 
 from co2_airflow.assets import EEA_RELEASES
 from co2_airflow.notify import FailureMail
+from co2_airflow.timetables import next_fire_time_only
 
 
 @dag(
     dag_id="co2_eea_releases",
-    schedule=CronTriggerTimetable("0 6 * * *", timezone="UTC"),
+    schedule=next_fire_time_only("0 6 * * *"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

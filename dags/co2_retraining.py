@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, Param, dag, task
 from airflow.sdk.serde import allow_class
 
 from co2.pipeline.results import (
@@ -49,6 +49,7 @@ from co2.pipeline.results import (
 )
 from co2_airflow.assets import EEA_RELEASES
 from co2_airflow.notify import FailureMail
+from co2_airflow.timetables import next_fire_time_only
 from co2_model.families import FAMILIES
 
 RETRIES = {"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True}
@@ -61,7 +62,7 @@ for result_class in STEP_RESULTS:
     dag_id="co2_retraining",
     # On each new EEA release the watcher reports, and quarterly at the latest: the first timed run is
     # the next quarter, not one for a quarter already past when the DAG is first unpaused.
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 1 */3 *", timezone="UTC"), assets=[EEA_RELEASES]),
+    schedule=AssetOrTimeSchedule(timetable=next_fire_time_only("0 0 1 */3 *"), assets=[EEA_RELEASES]),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -179,18 +179,26 @@ def test_no_airflow_2_leftovers() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_unpausing_waits_for_the_next_quarter(dag) -> None:  # type: ignore[no-untyped-def]
-    """A fresh platform does not start a run for a quarter already past: the first is the next one."""
-    from datetime import UTC, datetime
-
+@pytest.mark.parametrize(
+    ("dag_id", "now", "first_run"),
+    [
+        # half an hour after a fire time, well within Airflow's default "run the last one at once" window
+        ("co2_retraining", datetime(2027, 1, 1, 0, 30, tzinfo=UTC), datetime(2027, 4, 1, tzinfo=UTC)),
+        ("co2_eea_releases", datetime(2026, 11, 29, 6, 30, tzinfo=UTC), datetime(2026, 11, 30, 6, tzinfo=UTC)),
+    ],
+)
+def test_unpausing_waits_for_the_next_fire_time(
+    dagbag, monkeypatch: pytest.MonkeyPatch, dag_id: str, now: datetime, first_run: datetime
+) -> None:  # type: ignore[no-untyped-def]
+    """A fresh platform starts no run for a fire time already past, however recent: the first is the next."""
+    import airflow.timetables.trigger
     from airflow.serialization.serialized_objects import DagSerialization
     from airflow.timetables.base import TimeRestriction
 
-    now = datetime.now(UTC)
-    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dag))  # the DAG as the scheduler sees it
+    monkeypatch.setattr(airflow.timetables.trigger, "utcnow", lambda: now)  # the scheduler's clock
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))  # as the scheduler sees it
     first = scheduled.timetable.next_dagrun_info(
         last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
     )
     assert first is not None
-    assert first.run_after > now
-    assert first.run_after.day == 1 and first.run_after.month in (1, 4, 7, 10)
+    assert first.run_after == first_run
