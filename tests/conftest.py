@@ -228,15 +228,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.server)
 
 
-FIRST_WORKER_TESTS = ("tests/platform/", "tests/deploy/test_dashboards.py")
+FIRST_WORKER_TESTS = ("tests/platform/", "tests/deploy/test_compose.py")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`make test` (`-n 2 --dist loadscope`) runs two groups side by side, each in one worker, in
     collection order, its servers started once: the local platform's tests, which spend most of
-    their time waiting on Airflow's scheduling, with the dashboards' own Airflow (to even the two
-    out), and all the others. (pytest-xdist's `loadgroup` cannot group on pytest 9, which keeps node
-    ids elsewhere; a scope of our own does it.)"""
+    their time waiting on Airflow's scheduling, with the compose checks (to even the two out), and
+    all the others. (A session fixture is set up once per worker: the Airflow run that the StatsD
+    mapping and the dashboards both read stays on one side.) pytest-xdist's `loadgroup` cannot group
+    on pytest 9, which keeps node ids elsewhere: a scope of our own does it."""
     if config.getoption("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
