@@ -201,7 +201,8 @@ def airflow_environment(plan: StackPlan, keys: Secrets) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "8974",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         # A scheduler brought back by `co2 up` after a crash resets the dead one's tasks at its next
-        # orphan check once the dead one's heartbeat is 30 s old: every 30 s, not Airflow's 300 s.
+        # orphan check once the dead one's heartbeat is 30 s old: every 30 s, not Airflow's 300 s
+        # (compose sets the same).
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "8794",
