@@ -44,7 +44,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_DIR / "include"))
 
 from co2 import local  # noqa: E402
-from co2.stack import TASK_NICENESS  # noqa: E402
+from co2.stack import TASK_NICENESS, niced  # noqa: E402
 from co2_model import columns as col  # noqa: E402
 
 LUA = """
@@ -218,7 +218,11 @@ def print_targets(rows: list[tuple[str, int, dict[str, float], dict[str, float]]
     ]
     print()
     for text, met, figure in checks:
-        print(f"{'met ' if met else 'MISSED'}  {text}: {figure}")
+        print_check(text, met, figure)
+
+
+def print_check(text: str, met: bool, figure: str) -> None:
+    print(f"{'met ' if met else 'MISSED'}  {text}: {figure}")
 
 
 # Fits the random forest with the make on the sample over and over, on both cores, until killed.
@@ -246,9 +250,7 @@ def beside_training(url: str, car: dict, seconds: int, home: Path, quiet: dict[s
     ):
         trainer = subprocess.Popen(
             [
-                "nice",
-                "-n",
-                str(niceness),
+                *niced(niceness),
                 sys.executable,
                 "-c",
                 TRAINING,
@@ -268,11 +270,8 @@ def beside_training(url: str, car: dict, seconds: int, home: Path, quiet: dict[s
     print(f"\nsingle car, 16 clients, beside a training process on both cores (quiet: p99 {quiet['p99_ms']:.1f} ms)")
     for label, o in figures.items():
         print(f"  training at {label:<36} {o['rps']:>8.1f} req/s  p50 {o['p50_ms']:5.1f} ms  p99 {o['p99_ms']:6.1f} ms")
-    niced = list(figures.values())[-1]
-    print(
-        f"{'met ' if niced['p99_ms'] < 20 else 'MISSED'}  single-car p99 beside training < 20 ms: "
-        f"{niced['p99_ms']:.1f} ms"
-    )
+    niced_load = list(figures.values())[-1]
+    print_check("single-car p99 beside training < 20 ms", niced_load["p99_ms"] < 20, f"{niced_load['p99_ms']:.1f} ms")
 
 
 # MLServer's configurations: name, parallel workers, adaptive batching (max batch size, max wait in s).
@@ -356,9 +355,7 @@ def versus_mlserver(
     )
     best = max(results.values(), key=lambda o: o["rps"])
     ratio = ours["rps"] / best["rps"]
-    print(
-        f"{'met ' if ratio >= 3 else 'MISSED'}  single-car throughput >= 3x MLServer's best configuration: {ratio:.2f}x"
-    )
+    print_check("single-car throughput >= 3x MLServer's best configuration", ratio >= 3, f"{ratio:.2f}x")
 
 
 def train_and_promote(uri: str, home: Path) -> pd.DataFrame:
