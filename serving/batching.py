@@ -30,6 +30,10 @@ class UnpredictableCarError(ValueError):
     """The model raised, or gave no finite value, for this car (inputs within the declared ranges)."""
 
 
+class NoModelError(RuntimeError):
+    """No production model is loaded yet."""
+
+
 class AmbiguousCarError(ValueError):
     """The car's inputs do not say what kind of car it is (a hybrid fuel type alone): the model does not answer."""
 
@@ -133,7 +137,7 @@ class Batcher:
             model = self.follower.current
             if model is None:
                 for item in batch:
-                    item.future.set_exception(RuntimeError("no model loaded"))
+                    item.future.set_exception(NoModelError())
                 continue
             try:
                 predicted = predict_each(model, [item.row for item in batch])

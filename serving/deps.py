@@ -34,25 +34,27 @@ async def get_batcher(request: Request) -> Batcher:
     return batcher
 
 
+def no_model_yet() -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "no production model is loaded yet; the service is waiting for one (see /ready)",
+    )
+
+
 async def get_current_model(follower: Annotated[ModelFollower, Depends(get_follower)]) -> LoadedModel:
     model = follower.current
     if model is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "no production model is loaded yet; the service is waiting for one (see /ready)",
-        )
+        raise no_model_yet()
     return model
 
 
-async def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)], api_key: Annotated[str | None, Security(api_key_header)]
-) -> None:
+async def require_api_key(request: Request, api_key: Annotated[str | None, Security(api_key_header)]) -> None:
     """Open when no keys are configured; otherwise 401 without a key, 403 with a wrong one.
 
     Declaring it on a route is what makes the route protected: `serving.guard` checks the key on
     the headers before the body is read, this check stands behind it.
     """
-    refusal = api_key_refusal(settings, api_key)
+    refusal = api_key_refusal(request.app.state.settings, api_key)  # not a dependency: one fewer per request
     if refusal is not None:
         raise refusal
 

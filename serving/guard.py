@@ -73,8 +73,20 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, routes: list[GuardedRoute]) -> None:
         self.app = app
         self.routes = routes
+        # A path without parameters is found by lookup, not by trying each route's pattern in turn
+        # (every request pays for the scan), up to the first route with parameters, which could
+        # match the same path first.
+        self._by_path: dict[str, GuardedRoute] = {}
+        for guarded in routes:
+            if guarded.route.param_convertors:
+                break
+            self._by_path.setdefault(guarded.route.path, guarded)
 
     def _route_of(self, scope: Scope) -> GuardedRoute | None:
+        if not scope.get("root_path"):  # behind a path prefix the routes see less than `path`
+            found = self._by_path.get(scope["path"])
+            if found is not None:
+                return found
         for guarded in self.routes:
             match, _ = guarded.route.matches(scope)
             if match is not Match.NONE:  # a wrong method on a protected path still needs the key

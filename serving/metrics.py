@@ -111,6 +111,26 @@ def process_ended() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """`histogram.observe(v)` for each value, counted per bucket in one pass.
+
+    prometheus_client observes one value at a time, under a lock: ~1 ms for a 1,000-car batch.
+    This adds each bucket's count and the sum at once, through the same value objects `observe`
+    updates (what a scrape reads is the same); a client without them gets one call per value.
+    """
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    # a value falls in the first bucket whose upper bound is at least the value
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds))
+    total.inc(float(values.sum()))
+    for bucket, count in zip(buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+
+
 def observe_predictions(
     input_ranges: Mapping[str, list[float]], cars: Mapping[str, np.ndarray], co2_g_km: np.ndarray
 ) -> None:
@@ -120,8 +140,7 @@ def observe_predictions(
     """
     predicted = np.isfinite(co2_g_km)
     PREDICTIONS.inc(int(np.count_nonzero(predicted)))
-    for value in co2_g_km[predicted].tolist():
-        PREDICTED_CO2.observe(value)
+    observe_many(PREDICTED_CO2, co2_g_km[predicted])
     for feature, (low, high) in input_ranges.items():
         given = cars.get(feature)
         if given is None:

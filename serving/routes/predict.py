@@ -20,9 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 from co2_model import columns as col
 from co2_model.model import AMBIGUITY_FIELD, AMBIGUITY_MESSAGE, Answers
 from serving import metrics
-from serving.batching import AmbiguousCarError, CarAnswer, UnpredictableCarError, predict_each
+from serving.batching import AmbiguousCarError, CarAnswer, NoModelError, UnpredictableCarError, predict_each
 from serving.bodies import FastJSONRoute
-from serving.deps import BatcherDep, CurrentModel, require_api_key
+from serving.deps import BatcherDep, CurrentModel, no_model_yet, require_api_key
 from serving.limits import CSV_BYTES
 from serving.registry import LoadedModel
 from serving.schemas import MAX_BATCH_CARS, BatchPrediction, BatchRequest, Car, Prediction
@@ -35,22 +35,32 @@ VALIDATION_SLICE_CARS = 500
 UNPREDICTABLE = "the model could not predict this car (its inputs are valid: the failure is logged)"
 
 
-def _label(response: Response, model: LoadedModel) -> None:
-    response.headers["X-Model-Name"] = model.name
-    response.headers["X-Model-Version"] = model.version
+def _answered(body: dict[str, Any], model: LoadedModel) -> Response:
+    """The JSON answer, labelled with the version that made it.
+
+    Built directly, not through the route's response model: the body is made of the model's own
+    numbers, and validating it again costs more than a single car's prediction.
+    """
+    body["model_name"], body["model_version"] = model.name, model.version
+    return Response(
+        pydantic_core.to_json(body),
+        media_type="application/json",
+        headers={"X-Model-Name": model.name, "X-Model-Version": model.version},
+    )
 
 
 @router.post("", response_model=Prediction, summary="Predict one car's WLTP CO2")
-async def predict(car: Car, response: Response, batcher: BatcherDep, _: CurrentModel) -> Prediction:
+async def predict(car: Car, batcher: BatcherDep) -> Response:
     """Predict the WLTP CO2 of one car with the production model."""
     try:
         answer, model = await batcher.predict(vars(car))  # the fields, without model_dump's copy
+    except NoModelError:
+        raise no_model_yet() from None
     except AmbiguousCarError:
         raise RequestValidationError([_error(["body", AMBIGUITY_FIELD], AMBIGUITY_MESSAGE, "ambiguous_car")]) from None
     except UnpredictableCarError:
         raise RequestValidationError([_error(["body"], UNPREDICTABLE, "unpredictable_car")]) from None
-    _label(response, model)
-    return Prediction(**_answer_fields(answer), model_name=model.name, model_version=model.version)
+    return _answered(_answer_fields(answer), model)
 
 
 def _answers_json(answers: Answers) -> list[dict[str, Any]]:
@@ -89,15 +99,7 @@ async def _predict_cars(cars: list[Car], model: LoadedModel) -> Response:
                 for i in np.flatnonzero(np.isnan(values)).tolist()
             ]
         )
-    # built directly: validating 10,000 response items again would cost more than predicting them
-    body = {
-        "predictions": _answers_json(predicted.answers),
-        "model_name": model.name,
-        "model_version": model.version,
-    }
-    response = Response(pydantic_core.to_json(body), media_type="application/json")
-    _label(response, model)
-    return response
+    return _answered({"predictions": _answers_json(predicted.answers)}, model)
 
 
 @router.post("/batch", response_model=BatchPrediction, summary=f"Predict up to {MAX_BATCH_CARS:,} cars")
