@@ -5,7 +5,9 @@ sample), each as one process, and `wrk` (Debian package `wrk`) drives both with 
 requests: single cars (a car the forest answers, not an electric one) at 1, 4 and 16 concurrent
 connections, and 1,000-car batches.
 Baseline: `mlflow models serve` (what a user would otherwise pick). Printed: requests per second,
-p50 and p99 latency of each, and the ratio.
+p50 and p99 latency of each, and the ratio; and, for scale, the single-car load on FastAPI alone
+(`fastapi_floor.py`: the same car validated, a constant answered), the floor of this stack on
+this machine at that moment.
 
 Targets: at least 3x the baseline's single-car throughput; at 16 concurrent clients a single-car
 p99 under 10 ms on a quiet machine and under 20 ms while a training task runs on the same cores;
@@ -194,8 +196,13 @@ def main() -> int:
                     else ""
                 )
             )
-        print_targets(rows)
         quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
+        floor = framework_floor(car, args.seconds, home, processes)
+        print(
+            f"\nFastAPI alone (the same car validated, a constant answered), 16 clients: {floor['rps']:.1f} req/s, "
+            f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms (this service: p99 {quiet['p99_ms']:.1f} ms)"
+        )
+        print_targets(rows)
         if args.under_training:
             beside_training(f"http://127.0.0.1:{ours_port}/predict", car, args.seconds, home, quiet)
         if args.mlserver_env:
@@ -204,6 +211,34 @@ def main() -> int:
         for process in reversed(processes):
             process.stop()
     return 0
+
+
+def framework_floor(car: dict, seconds: int, home: Path, processes: list[local.ManagedProcess]) -> dict[str, float]:
+    """The single-car load at 16 clients on `fastapi_floor.py`: uvicorn, one process, as the service runs."""
+    port = local.free_port()
+    floor = local.start(
+        "fastapi-floor",
+        [
+            local.executable("uvicorn"),
+            "fastapi_floor:app",
+            "--app-dir",
+            str(PROJECT_DIR / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        f"http://127.0.0.1:{port}/openapi.json",
+        home / "floor.log",
+        {"PYTHONPATH": f"{PROJECT_DIR}:{PROJECT_DIR / 'include'}"},
+    )
+    processes.append(floor)
+    floor.wait_healthy(60)
+    try:
+        return wrk(f"http://127.0.0.1:{port}/predict", car, 16, seconds, home)
+    finally:
+        floor.stop()
 
 
 def print_targets(rows: list[tuple[str, int, dict[str, float], dict[str, float]]]) -> None:
