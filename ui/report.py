@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from co2 import http_client
 from co2.run_report import REPORT_DIR, SUMMARY_FILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +41,10 @@ def shown_figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
 def _fetch(client: httpx.Client, mlflow_url: str, run_id: str, path: str, limit: int) -> bytes | None:
     try:
         with client.stream(
-            "GET", f"{mlflow_url}/get-artifact", params={"path": f"{REPORT_DIR}/{path}", "run_uuid": run_id}
+            "GET",
+            f"{mlflow_url}/get-artifact",
+            params={"path": f"{REPORT_DIR}/{path}", "run_uuid": run_id},
+            timeout=TIMEOUT_SECONDS,
         ) as answer:
             if answer.status_code != 200:
                 return None
@@ -57,17 +61,17 @@ def _fetch(client: httpx.Client, mlflow_url: str, run_id: str, path: str, limit:
 def report_figures(mlflow_url: str, run_id: str) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     """(caption, PNG) of the run's report figures and its summary; both empty when there is no report to read."""
     base = mlflow_url.rstrip("/")
-    with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
-        raw = _fetch(client, base, run_id, SUMMARY_FILE, MAX_SUMMARY_BYTES)
-        try:
-            summary = json.loads(raw) if raw else {}
-        except ValueError:
-            summary = {}
-        if not isinstance(summary, dict):
-            return [], {}
-        figures = []
-        for name, caption in shown_figures(summary):
-            data = _fetch(client, base, run_id, name, MAX_FIGURE_BYTES)
-            if data and data.startswith(PNG_SIGNATURE):
-                figures.append((caption, data))
+    client = http_client.shared()
+    raw = _fetch(client, base, run_id, SUMMARY_FILE, MAX_SUMMARY_BYTES)
+    try:
+        summary = json.loads(raw) if raw else {}
+    except ValueError:
+        summary = {}
+    if not isinstance(summary, dict):
+        return [], {}
+    figures = []
+    for name, caption in shown_figures(summary):
+        data = _fetch(client, base, run_id, name, MAX_FIGURE_BYTES)
+        if data and data.startswith(PNG_SIGNATURE):
+            figures.append((caption, data))
     return figures, summary

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from co2 import http_client
 from co2.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -82,8 +83,10 @@ class PredictionService:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            with httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout) as client:
-                return client.request(method, path, **kwargs)
+            # the process's client: a new one per request would build a TLS context each time
+            return http_client.shared().request(
+                method, f"{self.base_url}{path}", headers=self._headers, timeout=self._timeout, **kwargs
+            )
         except httpx.TimeoutException:
             raise ServiceUnavailable(
                 f"The prediction service at {self.base_url} did not answer within {self._timeout:.0f} seconds. "

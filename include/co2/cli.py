@@ -477,13 +477,15 @@ def _wait_served(api_url: str, summary: dict[str, Any], poll_seconds: float) -> 
 
     import httpx
 
+    from co2 import http_client
+
     key = next((k for k in summary if k.endswith("_version") and k != "latest_version"), "")
     wanted = (summary.get(key) or {}).get("version")
     deadline = time.monotonic() + poll_seconds * 2 + 10
     served = "no model yet"
     while time.monotonic() < deadline:
         try:
-            answer = httpx.get(f"{api_url}/model", timeout=5)
+            answer = http_client.shared().get(f"{api_url}/model", timeout=5)
             if answer.status_code == 200:
                 served = f"{answer.json()['model_name']} version {answer.json()['model_version']}"
                 if wanted is None or str(answer.json()["model_version"]) == str(wanted):

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from co2 import http_client
 from co2.logs import get_logger
 
 log = get_logger("co2.local")
@@ -126,7 +127,7 @@ def wait_until_healthy(
 def http_ok(url: str, accept: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            return accept(httpx.get(url, timeout=3.0))
+            return accept(http_client.shared().get(url, timeout=3.0))
         except httpx.HTTPError:
             return False
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from co2 import http_client
 from co2.settings import Settings
 from co2.tags import MODEL_CODE_SHA256_TAG, MODEL_PACKAGE_VERSION_TAG
 from co2.training_summary import METADATA_KEY, TrainingSummary
@@ -77,7 +78,7 @@ def mlflow_client(settings: Settings, process_default: bool = True) -> Any:
     uri = settings.mlflow_tracking_uri
     if uri.startswith("http"):
         try:
-            httpx.get(f"{uri.rstrip('/')}/health", timeout=10.0).raise_for_status()
+            http_client.shared().get(f"{uri.rstrip('/')}/health", timeout=10.0).raise_for_status()
         except httpx.HTTPError as exc:
             raise RegistryUnavailableError(
                 f"MLflow at {uri} does not answer ({exc}); start it or fix MLFLOW_TRACKING_URI"
