@@ -17,9 +17,11 @@ help:
 	@echo "make lint      ruff and mypy only"
 	@echo "make bench     benchmarks under bench/ (long)"
 
+# Bytecode compiled once here: every process of the platform and the tests then starts from it
+# (with PYTHONDONTWRITEBYTECODE set, Python would compile each module again in every process).
 install:
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen --all-extras --python 3.11
+	$(UV) sync --frozen --all-extras --python 3.11 --compile-bytecode
 
 # The deployment checks (tests/deploy) and the platform's browser tests (tests/platform) run these;
 # an apt index is fetched only if an install needs it.
