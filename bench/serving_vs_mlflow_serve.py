@@ -197,7 +197,7 @@ def main() -> int:
                 )
             )
         quiet = next(o for label, connections, _, o in rows if (label, connections) == ("1 car", 16))
-        floor = framework_floor(car, args.seconds, home, processes)
+        floor = framework_floor(car, args.seconds, home)
         print(
             f"\nFastAPI alone (the same car validated, a constant answered), 16 clients: {floor['rps']:.1f} req/s, "
             f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms (this service: p99 {quiet['p99_ms']:.1f} ms)"
@@ -213,7 +213,7 @@ def main() -> int:
     return 0
 
 
-def framework_floor(car: dict, seconds: int, home: Path, processes: list[local.ManagedProcess]) -> dict[str, float]:
+def framework_floor(car: dict, seconds: int, home: Path) -> dict[str, float]:
     """The single-car load at 16 clients on `fastapi_floor.py`: uvicorn, one process, as the service runs."""
     port = local.free_port()
     floor = local.start(
@@ -233,9 +233,8 @@ def framework_floor(car: dict, seconds: int, home: Path, processes: list[local.M
         home / "floor.log",
         {"PYTHONPATH": f"{PROJECT_DIR}:{PROJECT_DIR / 'include'}"},
     )
-    processes.append(floor)
-    floor.wait_healthy(60)
     try:
+        floor.wait_healthy(60)
         return wrk(f"http://127.0.0.1:{port}/predict", car, 16, seconds, home)
     finally:
         floor.stop()

@@ -38,9 +38,9 @@ def shown_figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, caption) for name, caption in wanted if name in named]
 
 
-def _fetch(client: httpx.Client, mlflow_url: str, run_id: str, path: str, limit: int) -> bytes | None:
+def _fetch(mlflow_url: str, run_id: str, path: str, limit: int) -> bytes | None:
     try:
-        with client.stream(
+        with http_client.shared().stream(
             "GET",
             f"{mlflow_url}/get-artifact",
             params={"path": f"{REPORT_DIR}/{path}", "run_uuid": run_id},
@@ -61,8 +61,7 @@ def _fetch(client: httpx.Client, mlflow_url: str, run_id: str, path: str, limit:
 def report_figures(mlflow_url: str, run_id: str) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     """(caption, PNG) of the run's report figures and its summary; both empty when there is no report to read."""
     base = mlflow_url.rstrip("/")
-    client = http_client.shared()
-    raw = _fetch(client, base, run_id, SUMMARY_FILE, MAX_SUMMARY_BYTES)
+    raw = _fetch(base, run_id, SUMMARY_FILE, MAX_SUMMARY_BYTES)
     try:
         summary = json.loads(raw) if raw else {}
     except ValueError:
@@ -71,7 +70,7 @@ def report_figures(mlflow_url: str, run_id: str) -> tuple[list[tuple[str, bytes]
         return [], {}
     figures = []
     for name, caption in shown_figures(summary):
-        data = _fetch(client, base, run_id, name, MAX_FIGURE_BYTES)
+        data = _fetch(base, run_id, name, MAX_FIGURE_BYTES)
         if data and data.startswith(PNG_SIGNATURE):
             figures.append((caption, data))
     return figures, summary
