@@ -253,6 +253,35 @@ def test_records_take_the_same_path_as_a_dataframe(candidates: dict, splits: tup
             )
 
 
+def test_a_batch_answers_each_car_as_alone(candidates: dict, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """A batch maps its words once per distinct word, a few cars one by one: the same answers, for
+    spellings, unknown and missing words alike."""
+    from co2_model.engine import DISTINCT_WORDS_MIN_ROWS
+    from co2_model.model import answer_columns, input_columns
+
+    _, test = splits
+    records = [
+        {k: v for k, v in row.items() if pd.notna(v)}
+        for row in test[col.MODEL_INPUT_COLUMNS].head(60).to_dict(orient="records")
+    ]
+    records += [
+        {"fuel_type": " Petrol ", "fuel_mode": "m", "make": "vw", "mass_kg": 1300.0, "engine_power_kw": 81.0},
+        {"fuel_type": "DIESEL", "fuel_mode": None, "make": "Škoda", "mass_kg": 1500.0, "fuel_consumption_l_100km": 5.0},
+        {"fuel_type": "lpg", "make": "NO SUCH MAKE", "mass_kg": 1200.0, "engine_power_kw": 60.0},
+        {"fuel_type": "unknown", "make": float("nan"), "mass_kg": 1400.0},
+        {"fuel_type": "petrol/electric", "fuel_mode": "P", "electric_range_km": 50.0, "mass_kg": 1900.0},
+    ]
+    assert len(records) >= DISTINCT_WORDS_MIN_ROWS
+    # KNN's distances are matrix products, whose last digits depend on the batch's size
+    for name, model in candidates.items():
+        together = answer_columns(model, input_columns(records))
+        for i, record in enumerate(records):
+            alone = answer_columns(model, input_columns([record]))
+            np.testing.assert_allclose(together.co2_g_km[i], alone.co2_g_km[0], rtol=1e-6, err_msg=f"{name} {record}")
+            np.testing.assert_allclose(together.lower_g_km[i], alone.lower_g_km[0], rtol=1e-6, err_msg=name)
+            assert together.method[i] == alone.method[0], (name, record)
+
+
 @pytest.mark.parametrize(("n_knots", "degree"), [(6, 3), (5, 2), (8, 4)])
 def test_splines_equal_scikit_learn_inside_and_beyond_the_fitted_range(n_knots: int, degree: int) -> None:
     """The linear family's splines, evaluated for all features at once, as SplineTransformer does."""

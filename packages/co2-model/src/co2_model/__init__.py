@@ -11,4 +11,4 @@ digest of its code (`co2_model.code`); a version built by other code is refused,
 """
 
 # Raise it with every change of a module here that a fitted model depends on.
-__version__ = "1.1.0"
+__version__ = "1.2.0"

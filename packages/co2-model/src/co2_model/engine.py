@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -27,6 +27,24 @@ from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScal
 
 # Some cars' features by column name: a DataFrame, or a dict of equally long arrays.
 Columns = pd.DataFrame | Mapping[str, Any]
+
+# From this many cars on, a column of words is mapped once per distinct word: a batch holds a few
+# distinct fuel types and makes, and hashing them in pandas' compiled code is cheaper than a Python
+# call per car; fewer cars (a single-car request's batch) are mapped one by one, which is cheaper
+# than setting up the hashing.
+DISTINCT_WORDS_MIN_ROWS = 64
+
+
+def map_words(words: np.ndarray, function: Callable[[Any], Any], dtype: Any = object) -> np.ndarray:
+    """`function` of each word of a column (None and NaN alike: missing), as an array of `dtype`."""
+    if len(words) < DISTINCT_WORDS_MIN_ROWS:
+        mapped = np.empty(len(words), dtype=dtype)
+        mapped[:] = [function(word) for word in words]
+        return mapped
+    codes, distinct = pd.factorize(np.asarray(words, dtype=object), use_na_sentinel=False)
+    per_word = np.empty(len(distinct), dtype=dtype)
+    per_word[:] = [function(word) for word in distinct]
+    return per_word[codes]
 
 
 def fast_predict(pipeline: Pipeline, X: Columns) -> np.ndarray:
@@ -220,9 +238,14 @@ def _one_hot(encoder: OneHotEncoder, values: np.ndarray) -> np.ndarray:
         cached = _ONE_HOT_LAYOUTS[encoder] = (offset, layout)
     width, layout = cached
     out = np.zeros((len(values), width), dtype=np.float64)
+    rows = np.arange(len(values))
     for feature, (columns, rare_column) in enumerate(layout):
-        for row, value in enumerate(values[:, feature]):
-            column = columns.get(value, rare_column)
-            if column is not None:
-                out[row, column] = 1.0
+        column = map_words(values[:, feature], _column_of(columns, rare_column), np.float64)
+        known = ~np.isnan(column)  # the encoder has no column for this value
+        out[rows[known], column[known].astype(np.intp)] = 1.0
     return out
+
+
+def _column_of(columns: dict[object, int | None], unknown: int | None) -> Callable[[object], float]:
+    """A value's output column (NaN: none), unknown values in `unknown`'s."""
+    return lambda value: np.nan if (column := columns.get(value, unknown)) is None else float(column)
