@@ -3,7 +3,7 @@
 An MLflow server (SQLite backend, which has webhooks) and the prediction service (`co2 serve`, default
 settings: a poll every 30 s), both local processes. Two versions of a RandomForest with the make,
 trained on the real sample grown to three years' worth of configurations (the size the platform's
-forest reaches, ~90 MB as skops), are promoted in turn: each promotion is timed from the alias call
+forest reaches, ~47 MB as skops), are promoted in turn: each promotion is timed from the alias call
 to the service's /ready naming the new version, and the service's log says where its load went
 (download, deserialisation with the trust checks, self-check).
 
