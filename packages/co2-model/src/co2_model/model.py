@@ -401,13 +401,10 @@ class WltpCo2Regressor(RegressorMixin, BaseEstimator):
             method[ambiguous] = UNDECIDED
         return out, method
 
-    def calibrate(self, features: Mapping[str, np.ndarray], y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
-        """Split-conformal intervals: per (method, fuel group), the absolute error that `INTERVAL_LEVEL`
-        of held-out cars stay within (weighted per car); a group with few cars takes its method's."""
-        return self.calibrate_points(self.points(features), y, sample_weight)
-
     def calibrate_points(self, points: Points, y: Any, sample_weight: Any = None) -> WltpCo2Regressor:
-        """`calibrate` from the held-out cars' points, when they are known already."""
+        """Split-conformal intervals from held-out cars' points (`points`): per (method, fuel group), the
+        absolute error that `INTERVAL_LEVEL` of them stay within (weighted per car); a group with few
+        cars takes its method's."""
         co2, method, groups = points.co2_g_km, points.method, points.groups
         error = np.abs(np.asarray(y, dtype=np.float64) - co2)
         weights = np.ones(len(error)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
