@@ -240,12 +240,12 @@ def _one_hot(encoder: OneHotEncoder, values: np.ndarray) -> np.ndarray:
     out = np.zeros((len(values), width), dtype=np.float64)
     rows = np.arange(len(values))
     for feature, (columns, rare_column) in enumerate(layout):
-        column = map_words(values[:, feature], _column_of(columns, rare_column), np.float64)
-        known = ~np.isnan(column)  # the encoder has no column for this value
-        out[rows[known], column[known].astype(np.intp)] = 1.0
+        column = map_words(values[:, feature], _column_of(columns, rare_column), np.intp)
+        known = column >= 0  # the encoder has a column for this value
+        out[rows[known], column[known]] = 1.0
     return out
 
 
-def _column_of(columns: dict[object, int | None], unknown: int | None) -> Callable[[object], float]:
-    """A value's output column (NaN: none), unknown values in `unknown`'s."""
-    return lambda value: np.nan if (column := columns.get(value, unknown)) is None else float(column)
+def _column_of(columns: dict[object, int | None], unknown: int | None) -> Callable[[object], int]:
+    """A value's output column (-1: none), unknown values in `unknown`'s."""
+    return lambda value: -1 if (column := columns.get(value, unknown)) is None else column
